@@ -1,0 +1,113 @@
+"""``crctl switchover|failover|failback|pause|resume CLUSTER``: operator commands.
+
+Run in this process by default (under the cluster lock, like the worker's own changes);
+``--queue`` hands the command to a worker of the cluster's site instead and waits for it.
+Each prints what happened as one sentence and exits 0 on success, 1 when the change was
+refused or failed (the reason is printed and is in ``crctl history``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+HELP = {
+    "switchover": "planned change of primary: demote, final sync, promote (no data loss)",
+    "failover": "forced change of primary now (the primary is gone); --to may name a replica",
+    "failback": "planned change back to the configured primary",
+    "pause": "stop automatic actions for a cluster (probes and history go on)",
+    "resume": "allow automatic actions again",
+}
+
+
+def add_redis_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--redis-url", default=None,
+                        help="Redis URL (default: $CR_REDIS_URL or redis://127.0.0.1:6379/0)")
+    parser.add_argument("--prefix", default=None, help="Redis key prefix (default: $CR_PREFIX or cr)")
+
+
+def redis_of(args: argparse.Namespace):
+    from cr_orchestrator.state import connect
+
+    return connect(args.redis_url)
+
+
+def prefix_of(args: argparse.Namespace) -> str:
+    return args.prefix or os.environ.get("CR_PREFIX", "cr")
+
+
+def register(subparsers) -> None:
+    from cr_orchestrator.cli.validate import add_inventory_options
+
+    for command, text in HELP.items():
+        parser = subparsers.add_parser(command, help=text, description=text)
+        parser.add_argument("cluster", metavar="CLUSTER")
+        if command in ("switchover", "failover"):
+            parser.add_argument("--to", metavar="HOST", help="the new primary (default: the "
+                                "best eligible secondary)")
+        add_inventory_options(parser)
+        add_redis_options(parser)
+        if command not in ("pause", "resume"):
+            parser.add_argument("--queue", action="store_true",
+                                help="let a worker of the cluster's site run it, and wait")
+        parser.set_defaults(handler=run, command_name=command)
+
+
+def run(args: argparse.Namespace) -> int:
+    from cr_orchestrator.commands import run_command
+    from cr_orchestrator.state import ClusterState
+
+    command = args.command_name
+    if command in ("pause", "resume") and not args.inventory:
+        state = ClusterState(redis_of(args), prefix_of(args))
+        paused = command == "pause"
+        state.set_paused(args.cluster, paused)
+        word = "paused: no automatic action until resumed" if paused else \
+            "resumed: automatic actions allowed again"
+        state.append_event(cluster=args.cluster, kind="operator",
+                           data={"command": command, "reason": f"operator: {args.cluster} {word}"})
+        print(f"{args.cluster} {word}")
+        return 0
+    from cr_orchestrator.cli.validate import inventory_of
+
+    inventory = str(Path(inventory_of(args)).resolve())
+    if getattr(args, "queue", False):
+        return _via_queue(args, command, inventory)
+    from cr_orchestrator.flows import Env
+    from cr_orchestrator.inventory import load_topology
+
+    env = Env(topology=load_topology(inventory, vault_password_file=args.vault_password_file),
+              redis=redis_of(args), prefix=prefix_of(args),
+              vault_password_file=args.vault_password_file)
+    outcome = run_command(env, command=command, cluster=args.cluster,
+                          to=getattr(args, "to", None))
+    print(outcome.summary, file=sys.stdout if outcome.ok else sys.stderr)
+    if outcome.epoch is not None:
+        # The schedule follows the primary to its site (a running `crctl run` reads it).
+        from cr_orchestrator.celery_app import make_app
+        from cr_orchestrator.schedule import follow_primaries
+
+        follow_primaries(make_app(redis_url=args.redis_url, prefix=prefix_of(args)),
+                         env.topology, inventory, redis_client=env.redis, prefix=env.prefix)
+    return 0 if outcome.ok else 1
+
+
+def _via_queue(args: argparse.Namespace, command: str, inventory: str) -> int:
+    from cr_orchestrator.celery_app import SOFT_TIME_LIMIT_S, make_app, site_queue
+    from cr_orchestrator.inventory import load_topology
+    from cr_orchestrator.state import ClusterState
+
+    app = make_app(redis_url=args.redis_url, prefix=prefix_of(args))
+    topology = load_topology(inventory, vault_password_file=args.vault_password_file)
+    cluster = topology.cluster(args.cluster)
+    primary = ClusterState(redis_of(args), prefix_of(args)).primary(cluster.name) \
+        or cluster.configured_primary
+    queue = site_queue(topology.hosts[primary].site)
+    result = app.send_task("cr.operator", args=[command, cluster.name, inventory,
+                                                getattr(args, "to", None)], queue=queue)
+    print(f"sent to {queue} as task {result.id}; waiting", file=sys.stderr)
+    answer = result.get(timeout=SOFT_TIME_LIMIT_S + 60)
+    print(answer["summary"], file=sys.stdout if answer["ok"] else sys.stderr)
+    return 0 if answer["ok"] else 1

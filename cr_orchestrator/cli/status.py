@@ -1,0 +1,52 @@
+"""``crctl status``: the clusters as configured, with live state from Redis when reachable."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from cr_orchestrator.cli.validate import add_inventory_options, inventory_of
+from cr_orchestrator.errors import StateError
+from cr_orchestrator.inventory import load_topology, render_status
+from cr_orchestrator.model import Topology
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "status", help="show clusters, members, roles, switch method, policy and live state",
+        description="Show every cluster of the inventory: members and roles, how clients "
+                    "are switched, failback and policy; with the live state from Redis "
+                    "(primary now, epoch, paused, health, replica age) when reachable.")
+    add_inventory_options(parser)
+    parser.add_argument("--redis-url", default=None,
+                        help="Redis URL (default: $CR_REDIS_URL or redis://127.0.0.1:6379/0)")
+    parser.add_argument("--prefix", default=None, help="Redis key prefix (default: $CR_PREFIX or cr)")
+    parser.add_argument("--no-live", action="store_true",
+                        help="show the configuration only; do not read Redis")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    topology = load_topology(inventory_of(args), vault_password_file=args.vault_password_file)
+    if args.no_live:
+        print(render_status(topology, live=None, live_note="--no-live"))
+        return 0
+    live, note = read_live(topology, redis_url=args.redis_url,
+                           prefix=args.prefix or os.environ.get("CR_PREFIX", "cr"))
+    print(render_status(topology, live=live, live_note=note))
+    return 0
+
+
+def read_live(topology: Topology, *, redis_url: str | None, prefix: str) -> tuple[dict | None, str]:
+    """Live state per cluster, or ``None`` and the reason it could not be read."""
+    import redis
+
+    from cr_orchestrator.state import connect, live_status
+
+    try:
+        return live_status(topology, connect(redis_url), prefix), ""
+    except redis.RedisError as exc:
+        # redis-py's messages name host and port, never the URL's password
+        return None, f"Redis unreachable: {type(exc).__name__}: {exc}"
+    except StateError as exc:
+        return None, str(exc)

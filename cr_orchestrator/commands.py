@@ -1,0 +1,78 @@
+"""Operator commands (switchover, failover, failback, pause, resume) as flows.
+
+Shared by ``crctl`` (run in-process) and the ``cr.operator`` task (run by a site's
+worker). Each records who asked for what in the cluster's event stream before acting.
+"""
+
+from __future__ import annotations
+
+import enum
+
+from cr_orchestrator import flows
+from cr_orchestrator.decide import ineligibility, rank_targets
+from cr_orchestrator.errors import ConfigError, StateError
+from cr_orchestrator.health import Liveness
+
+
+class Command(enum.StrEnum):
+    SWITCHOVER = "switchover"
+    FAILOVER = "failover"
+    FAILBACK = "failback"
+    PAUSE = "pause"
+    RESUME = "resume"
+
+
+def run_command(env: flows.Env, *, command: str, cluster: str, to: str | None = None
+                ) -> flows.Outcome:
+    """Carry out one operator command on ``cluster``; returns what happened."""
+    try:
+        cmd = Command(command)
+    except ValueError:
+        raise ConfigError(f"unknown command {command!r} (one of: "
+                          f"{', '.join(c.value for c in Command)})") from None
+    c = env.topology.cluster(cluster)
+    if to is not None and to not in c.hosts():
+        raise ConfigError(f"{to} is not a member of cluster {cluster} "
+                          f"(members: {', '.join(c.hosts())})")
+    state = env.state
+    primary, epoch = state.ensure(cluster=cluster, configured_primary=c.configured_primary)
+    if cmd in (Command.PAUSE, Command.RESUME):
+        state.set_paused(cluster, cmd is Command.PAUSE)
+        word = "paused: no automatic action until resumed" if cmd is Command.PAUSE else \
+            "resumed: automatic actions allowed again"
+        state.append_event(cluster=cluster, kind="operator", at=env.clock(),
+                           data={"command": cmd.value, "reason": f"operator: {cluster} {word}"})
+        return flows.Outcome(True, f"{cluster} {word}", epoch=epoch)
+    if cmd is Command.FAILBACK:
+        to = c.configured_primary
+        if to == primary:
+            raise StateError(f"{to} is already the primary of {cluster}: nothing to fail back")
+    snapshot = flows.observe(env, c)
+    target = _choose(snapshot, c, to=to, command=cmd)
+    reason = f"operator {cmd.value} of {cluster} from {primary} to {target}"
+    state.append_event(cluster=cluster, kind="operator", at=env.clock(),
+                       data={"command": cmd.value, "target": target, "reason": reason})
+    if cmd is Command.FAILOVER:
+        return flows.failover(env, c, to=target, expected_epoch=snapshot.epoch, reason=reason,
+                              kind="operator failover")
+    return flows.switchover(env, c, to=target, expected_epoch=snapshot.epoch, reason=reason,
+                            kind=cmd.value)
+
+
+def _choose(snapshot, cluster, *, to: str | None, command: Command) -> str:
+    policy = cluster.policy
+    if to is not None:
+        member = snapshot.member(to)
+        if to == snapshot.primary:
+            raise StateError(f"{to} is already the primary of {cluster.name}")
+        # The operator may pick a replica, or a stale copy (a planned change ends with a
+        # final sync; a forced failover is their call), but never a host nobody can reach.
+        if member.host_liveness is not Liveness.UP:
+            why = ineligibility(snapshot, policy, member, allow_replica=True)
+            raise StateError(f"cannot {command.value} {cluster.name} to {to}: {why}")
+        return to
+    eligible, refused = rank_targets(snapshot, policy)
+    if not eligible:
+        raise StateError(f"cannot {command.value} {cluster.name}: no eligible target: "
+                         + ("; ".join(refused) or "no other member"))
+    return eligible[0].host

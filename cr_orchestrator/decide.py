@@ -1,0 +1,365 @@
+"""Decide: the pure heart of the orchestrator.
+
+``decide(snapshot, policy)`` looks at an immutable :class:`ClusterSnapshot` (what the
+probes, the failure detector, Redis and the replication store said, plus ``now``) and
+returns a :class:`Decision`: one action, its target host, and the reason as a plain
+sentence naming hosts and numbers. No I/O, no clock: the same snapshot always gives the
+same decision, which is what the table-driven tests in ``tests/unit/test_decide.py`` pin.
+
+Rules, in order of precedence (the first that applies wins):
+
+1. paused by an operator → HOLD, saying what would have been done;
+2. the orchestrator is isolated (sees nobody) → HOLD;
+3. no live primary recorded, or it is not a member → HOLD;
+4. a member other than the live primary is serving → DEMOTE_REJOINED;
+5. the live primary is up → RESYNC a member that is behind (once its service has been
+   seen stopped for a few rounds since it answered again; until then NONE, watching it),
+   else FAILBACK when ``failback: auto`` and the configured primary has been healthy and
+   in sync long enough, else NONE;
+6. the live primary is suspect, unobserved, or coming back (its last probe answered)
+   → NONE (wait);
+7. its host answers but its service is down and restart attempts remain →
+   RESTART_SERVICE;
+8. otherwise failover: HOLD if not confirmed from a second vantage, if the failover
+   budget is spent, or if no secondary is eligible (down, too stale, never synced);
+   else FAILOVER to the best secondary (health, then freshness, then priority).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, replace
+
+from cr_orchestrator.health import Liveness
+from cr_orchestrator.model import FailbackMode, Policy, Role
+
+
+class Action(enum.StrEnum):
+    NONE = "none"
+    RESTART_SERVICE = "restart_service"
+    FAILOVER = "failover"
+    HOLD = "hold"
+    RESYNC = "resync"
+    FAILBACK = "failback"
+    DEMOTE_REJOINED = "demote_rejoined"
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: Action
+    target: str | None
+    reason: str
+
+
+@dataclass(frozen=True)
+class MemberState:
+    """One member as seen this round: configured role plus the detector's verdicts."""
+
+    host: str
+    role: Role
+    priority: int = 0
+    host_liveness: Liveness = Liveness.UNKNOWN
+    service_liveness: Liveness = Liveness.UNKNOWN
+    confirmed: bool = False  # a second vantage agrees with a DOWN verdict
+    failures: int = 0  # consecutive failed probes behind the current verdict
+    vantages: int = 0  # how many vantages saw those failures
+    lag_s: float | None = None  # replica freshness; None: never synced (or unknown)
+    up_rounds: int = 0  # consecutive rounds the host has answered (since it came back)
+    observer_cut_off: bool = False  # peers see it serving; the orchestrator cannot reach it
+
+
+@dataclass(frozen=True)
+class ClusterSnapshot:
+    """Everything ``decide`` may look at, frozen at one instant (``now``)."""
+
+    cluster: str
+    members: tuple[MemberState, ...]
+    primary: str | None  # the live primary (Redis), not the configured one
+    epoch: int
+    now: float
+    paused: bool = False
+    observer_isolated: bool = False
+    replicated: bool = True  # the cluster has replica sets, so freshness matters
+    restart_attempts: int = 0  # restarts already made for the current incident
+    recent_failovers: tuple[float, ...] = ()  # unix times of past failovers
+    failback_in_sync_since: float | None = None  # configured primary healthy+in sync since
+
+    @classmethod
+    def empty(cls, cluster: str = "", *, now: float = 0.0) -> "ClusterSnapshot":
+        """The null snapshot: nothing known yet (decides HOLD, never acts)."""
+        return cls(cluster=cluster, members=(), primary=None, epoch=0, now=now)
+
+    def member(self, host: str) -> MemberState | None:
+        return next((m for m in self.members if m.host == host), None)
+
+    @property
+    def configured_primary(self) -> str | None:
+        return next((m.host for m in self.members if m.role is Role.PRIMARY), None)
+
+
+def decide(snapshot: ClusterSnapshot, policy: Policy) -> Decision:
+    """Return the one thing to do for this cluster now, with its reason."""
+    if snapshot.paused:
+        return _paused(snapshot, policy)
+    return _decide_unpaused(snapshot, policy)
+
+
+def _paused(snapshot: ClusterSnapshot, policy: Policy) -> Decision:
+    would = _decide_unpaused(snapshot, policy)
+    if would.action in (Action.NONE, Action.HOLD):
+        return Decision(Action.HOLD, None, f"cluster {snapshot.cluster} is paused; {would.reason}")
+    return Decision(
+        Action.HOLD,
+        None,
+        f"cluster {snapshot.cluster} is paused by an operator: not acting; "
+        f"would otherwise do {would.action.value}: {would.reason}",
+    )
+
+
+def _decide_unpaused(snapshot: ClusterSnapshot, policy: Policy) -> Decision:
+    if snapshot.observer_isolated:
+        return Decision(
+            Action.HOLD,
+            None,
+            f"the orchestrator sees no member of {snapshot.cluster} (observer isolated): "
+            "not acting on its own view alone",
+        )
+    primary = snapshot.member(snapshot.primary) if snapshot.primary else None
+    if primary is None:
+        what = (
+            f"live primary {snapshot.primary} is not a member of {snapshot.cluster}"
+            if snapshot.primary
+            else f"no live primary is recorded for {snapshot.cluster}"
+        )
+        return Decision(Action.HOLD, None, f"{what}: an operator must choose one")
+    rejoined = _serving_non_primaries(snapshot)
+    if rejoined:
+        host = rejoined[0]
+        return Decision(
+            Action.DEMOTE_REJOINED,
+            host,
+            f"demoting {host}: it is serving but {primary.host} is the live primary "
+            f"(epoch {snapshot.epoch}); two serving copies would diverge",
+        )
+    if _is_up(primary):
+        return _healthy_primary(snapshot, policy, primary)
+    if primary.failures == 0 and Liveness.DOWN in (primary.host_liveness,
+                                                   primary.service_liveness):
+        # DOWN with no failure at the end: its last probe answered, it is coming back
+        # (e.g. just promoted); acting on the old verdict would restart a good service.
+        return Decision(
+            Action.NONE,
+            None,
+            f"waiting: primary {primary.host} answered its last probe after being "
+            f"{_state(primary)}; {policy.successes_before_up} good probes in a row call it up",
+        )
+    if primary.host_liveness is Liveness.UP and primary.service_liveness is Liveness.DOWN:
+        if snapshot.restart_attempts < policy.restart_attempts:
+            return Decision(
+                Action.RESTART_SERVICE,
+                primary.host,
+                f"restarting the service on {primary.host} in place "
+                f"(attempt {snapshot.restart_attempts + 1} of {policy.restart_attempts}): "
+                f"host answers but the service is down for {_probes(primary)}",
+            )
+        return _failover(snapshot, policy, primary)
+    if primary.host_liveness is Liveness.DOWN:
+        return _failover(snapshot, policy, primary)
+    return Decision(
+        Action.NONE,
+        None,
+        f"waiting: primary {primary.host} is {_state(primary)}, not yet down "
+        f"(needs {policy.failures_before_down} failed probes)",
+    )
+
+
+def _is_up(m: MemberState) -> bool:
+    return m.host_liveness is Liveness.UP and m.service_liveness is Liveness.UP
+
+
+def _serving_non_primaries(snapshot: ClusterSnapshot) -> list[str]:
+    return sorted(
+        m.host
+        for m in snapshot.members
+        if m.host != snapshot.primary and m.service_liveness is Liveness.UP
+    )
+
+
+def _state(m: MemberState) -> str:
+    if m.host_liveness is not Liveness.UP:
+        return f"{m.host_liveness.value} (host)"
+    return f"{m.service_liveness.value} (service)"
+
+
+def _probes(m: MemberState) -> str:
+    vantages = "vantage" if m.vantages == 1 else "vantages"
+    return f"{m.failures} probes from {m.vantages} {vantages}"
+
+
+def _lag(m: MemberState) -> str:
+    return "never synced" if m.lag_s is None else f"replica {m.lag_s:.0f} s behind"
+
+
+def _behind(snapshot: ClusterSnapshot, policy: Policy, primary: MemberState) -> list[MemberState]:
+    """Reachable members (not the primary) that miss data or were never synced."""
+    return [m for m in sorted(snapshot.members, key=lambda m: m.host)
+            if snapshot.replicated and m.host != primary.host
+            and m.host_liveness is Liveness.UP
+            and (m.lag_s is None or m.lag_s > policy.max_replica_lag_s)]
+
+
+def _healthy_primary(snapshot: ClusterSnapshot, policy: Policy, primary: MemberState) -> Decision:
+    behind = _behind(snapshot, policy, primary)
+    # Copy only into a member whose service is known to be stopped: one that just came
+    # back may be serving (autostart) and must be demoted first, not overwritten live.
+    # Its service verdict counts once it has been watched for a few rounds since it
+    # returned (a DOWN from while the host was away says nothing about now).
+    watched = policy.successes_before_up + 2
+    ready = [m for m in behind
+             if m.service_liveness is Liveness.DOWN and m.up_rounds >= watched]
+    if ready:
+        m = ready[0]
+        return Decision(
+            Action.RESYNC,
+            m.host,
+            f"resyncing {m.host} from {primary.host}: {_lag(m)} "
+            f"(max {policy.max_replica_lag_s:.0f} s)",
+        )
+    if behind:
+        m = behind[0]
+        seen = (f"its service is {m.service_liveness.value}" if m.up_rounds >= watched else
+                f"it has answered for {m.up_rounds} of {watched} rounds")
+        return Decision(
+            Action.NONE,
+            None,
+            f"{primary.host} is primary (epoch {snapshot.epoch}); {m.host} is back and "
+            f"{_lag(m)}, but {seen}: watching it before resyncing it",
+        )
+    failback = _failback(snapshot, policy, primary)
+    if failback is not None:
+        return failback
+    others = "; ".join(
+        f"{m.host} {_lag(m)}" if m.host_liveness is Liveness.UP else f"{m.host} {_state(m)}"
+        for m in snapshot.members
+        if m.host != primary.host
+    )
+    tail = f"; {others}" if others and snapshot.replicated else ""
+    if primary.observer_cut_off:
+        # Up only by its peers' word: say so, this is why nothing moves (rule 8 never
+        # applies while a second vantage sees it serving).
+        tail = (" as its peers see it serving; the orchestrator cannot reach it itself: "
+                "cut off from it, not failing over on its own view alone" + tail)
+    return Decision(
+        Action.NONE, None, f"{primary.host} is primary (epoch {snapshot.epoch}) and up{tail}"
+    )
+
+
+def _failback(snapshot: ClusterSnapshot, policy: Policy, primary: MemberState) -> Decision | None:
+    home = snapshot.configured_primary
+    if policy.failback is not FailbackMode.AUTO or home is None or home == primary.host:
+        return None
+    member = snapshot.member(home)
+    since = snapshot.failback_in_sync_since
+    if member is None or member.host_liveness is not Liveness.UP or since is None:
+        return None
+    if snapshot.replicated and (member.lag_s is None or member.lag_s > policy.max_replica_lag_s):
+        return None
+    healthy_for = snapshot.now - since
+    if healthy_for < policy.failback_min_healthy_s:
+        return Decision(
+            Action.NONE,
+            None,
+            f"{primary.host} is primary (epoch {snapshot.epoch}); failback to {home} in "
+            f"{policy.failback_min_healthy_s - healthy_for:.0f} s (healthy and in sync for "
+            f"{healthy_for:.0f} of {policy.failback_min_healthy_s:.0f} s)",
+        )
+    return Decision(
+        Action.FAILBACK,
+        home,
+        f"failing back from {primary.host} to {home}: {home} healthy and in sync for "
+        f"{healthy_for:.0f} s (min {policy.failback_min_healthy_s:.0f} s), {_lag(member)}",
+    )
+
+
+def ineligibility(
+    snapshot: ClusterSnapshot, policy: Policy, m: MemberState, *, allow_replica: bool = False
+) -> str | None:
+    """Why ``m`` cannot become primary now, or None when it can (Patroni style)."""
+    if m.host == snapshot.primary:
+        return f"{m.host} is the current primary"
+    if m.role is Role.REPLICA and not allow_replica:
+        return f"{m.host} is a replica (promoted only by an operator)"
+    if m.host_liveness is not Liveness.UP:
+        return f"{m.host} is {m.host_liveness.value}"
+    if snapshot.replicated and m.lag_s is None:
+        return f"{m.host} has never been synced"
+    if snapshot.replicated and m.lag_s > policy.max_replica_lag_s:
+        return f"{m.host} replica {m.lag_s:.0f} s behind (max {policy.max_replica_lag_s:.0f} s)"
+    return None
+
+
+def rank_targets(
+    snapshot: ClusterSnapshot, policy: Policy, *, allow_replica: bool = False
+) -> tuple[list[MemberState], list[str]]:
+    """Eligible members best first (health, freshness, priority, name) and why others are not."""
+    eligible, refused = [], []
+    for m in snapshot.members:
+        why = ineligibility(snapshot, policy, m, allow_replica=allow_replica)
+        if why is None:
+            eligible.append(m)
+        elif m.host != snapshot.primary:
+            refused.append(why)
+    eligible.sort(key=lambda m: (
+        m.failures,  # health: a member that failed probes lately ranks last
+        m.lag_s if m.lag_s is not None else 0.0,
+        -m.priority,
+        m.host,
+    ))
+    return eligible, refused
+
+
+def _failover(snapshot: ClusterSnapshot, policy: Policy, primary: MemberState) -> Decision:
+    down = f"{primary.host} down for {_probes(primary)}"
+    if snapshot.restart_attempts and primary.host_liveness is Liveness.UP:
+        down += f", still down after {snapshot.restart_attempts} restart attempt(s)"
+    if policy.required_vantages > 1 and not primary.confirmed:
+        return Decision(
+            Action.HOLD,
+            None,
+            f"not failing over: {down}, but no second vantage confirms it "
+            f"(needs {policy.required_vantages})",
+        )
+    window_start = snapshot.now - policy.failover_period_s
+    recent = [t for t in snapshot.recent_failovers if t > window_start]
+    if len(recent) >= policy.max_failovers:
+        return Decision(
+            Action.HOLD,
+            None,
+            f"not failing over: {down}, but the failover budget is spent: {len(recent)} "
+            f"failovers in the last {policy.failover_period_s:.0f} s (max {policy.max_failovers})",
+        )
+    eligible, refused = rank_targets(snapshot, policy)
+    if not eligible:
+        why = "; ".join(refused) or "no other member"
+        return Decision(
+            Action.HOLD, None, f"not failing over: {down}, but no eligible target: {why}"
+        )
+    best = eligible[0]
+    detail = f"{best.host} {_lag(best)}" if snapshot.replicated else f"{best.host} up"
+    return Decision(
+        Action.FAILOVER,
+        best.host,
+        f"failing over from {primary.host} to {best.host}: {down}; {detail}",
+    )
+
+
+def with_member(snapshot: ClusterSnapshot, host: str, **changes) -> ClusterSnapshot:
+    """A copy of ``snapshot`` with one member's fields changed (handy for tests and flows)."""
+    members = tuple(replace(m, **changes) if m.host == host else m for m in snapshot.members)
+    return replace(snapshot, members=members)
+
+
+__all__ = [
+    "Action", "ClusterSnapshot", "Decision", "MemberState", "decide", "ineligibility",
+    "rank_targets", "with_member",
+]

@@ -1,0 +1,380 @@
+"""Cluster state in Redis: who *is* primary, the epoch, and the audit trail.
+
+Keys (all under ``prefix``, default ``cr``), per cluster ``C``:
+
+- ``{prefix}:cluster:C`` hash: ``primary``, ``epoch`` (fencing token, +1 on every
+  promotion, compare-and-set), ``paused``, ``promoted_at``;
+- ``{prefix}:cluster:C:decision`` JSON of the last decision;
+- ``{prefix}:cluster:C:restarts`` restart attempts made for the current incident;
+- ``{prefix}:cluster:C:failovers`` sorted set of failover times;
+- ``{prefix}:cluster:C:in_sync_since`` hash host → unix time it became healthy and in sync;
+- ``{prefix}:cluster:C:events`` stream: decisions, promotions, playbook runs, syncs;
+- ``{prefix}:lock:cluster:C`` / ``{prefix}:lock:set:C:S`` locks (redis-py ``Lock``:
+  ``SET NX PX`` with a token, extend, and release only if owned, both in Lua).
+
+Redis is not a consensus store: the epoch only fences, it never proves that an old
+primary stopped. Nothing secret is ever written: the JSON encoder refuses
+:class:`~cr_orchestrator.model.Secret` values.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import json
+import os
+import re
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import redis
+from redis.exceptions import LockError
+
+from cr_orchestrator.errors import StateError
+from cr_orchestrator.model import Secret, Topology
+
+EVENTS_MAXLEN = 100_000  # per cluster, approximate (XADD MAXLEN ~)
+
+# KEYS[1] cluster hash; ARGV expected epoch, new primary, time. Returns {1, new epoch} or
+# {0, current epoch, current primary}.
+_PROMOTE = """
+local cur = redis.call('HGET', KEYS[1], 'epoch')
+if not cur then cur = '0' end
+if cur ~= ARGV[1] then
+  return {0, cur, redis.call('HGET', KEYS[1], 'primary') or ''}
+end
+local new = redis.call('HINCRBY', KEYS[1], 'epoch', 1)
+redis.call('HSET', KEYS[1], 'primary', ARGV[2], 'promoted_at', ARGV[3])
+return {1, tostring(new)}
+"""
+
+
+def default_redis_url() -> str:
+    return os.environ.get("CR_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+def connect(url: str | None = None) -> redis.Redis:
+    """A Redis client with short timeouts (state calls must never hang a probe round)."""
+    return redis.Redis.from_url(
+        url or default_redis_url(), socket_timeout=5, socket_connect_timeout=3,
+        health_check_interval=30,
+    )
+
+
+class LockBusy(StateError):
+    """A lock is held by someone else (its holder is in the message)."""
+
+
+class PromotionConflict(StateError):
+    """Someone else promoted meanwhile: the expected epoch is no longer current."""
+
+
+@dataclass(frozen=True)
+class Event:
+    id: str
+    at: float
+    kind: str  # decision | promotion | playbook | sync | operator
+    cluster: str
+    data: dict
+
+
+def _default(value: object) -> object:
+    if isinstance(value, Secret):
+        raise TypeError("refusing to write a Secret to Redis")
+    if isinstance(value, enum.Enum):
+        return value.value
+    raise TypeError(f"cannot store {type(value).__name__} in Redis")
+
+
+def dumps(value: object) -> str:
+    """JSON for Redis; raises StateError for a Secret (never stored) or an odd type."""
+    try:
+        return json.dumps(value, default=_default, sort_keys=True)
+    except TypeError as exc:
+        raise StateError(str(exc)) from exc
+
+
+class ClusterState:
+    """Live state of every cluster, stored in Redis under ``prefix``."""
+
+    def __init__(self, redis_client: redis.Redis, prefix: str = "cr") -> None:
+        self.redis = redis_client
+        self.prefix = prefix
+        self._promote = redis_client.register_script(_PROMOTE)
+
+    # -- keys ---------------------------------------------------------------------------
+    def key(self, cluster: str, part: str | None = None) -> str:
+        base = f"{self.prefix}:cluster:{cluster}"
+        return f"{base}:{part}" if part else base
+
+    def lock_key(self, cluster: str, replica_set: str | None = None, *,
+                 kind: str = "cluster") -> str:
+        """``kind``: ``cluster`` (topology changes) or ``round`` (one probe round at a
+        time); a ``replica_set`` names that set's lock."""
+        if replica_set is not None:
+            return f"{self.prefix}:lock:set:{cluster}:{replica_set}"
+        return f"{self.prefix}:lock:{kind}:{cluster}"
+
+    # -- primary and epoch --------------------------------------------------------------
+    def ensure(self, *, cluster: str, configured_primary: str) -> tuple[str, int]:
+        """Record the configured primary at epoch 0 if nothing is recorded yet."""
+        key = self.key(cluster)
+        self.redis.hsetnx(key, "epoch", 0)
+        self.redis.hsetnx(key, "primary", configured_primary)
+        return self.primary(cluster), self.epoch(cluster)
+
+    def primary(self, cluster: str) -> str | None:
+        raw = self.redis.hget(self.key(cluster), "primary")
+        return raw.decode() if raw else None
+
+    def epoch(self, cluster: str) -> int:
+        return self._int(self.key(cluster), self.redis.hget(self.key(cluster), "epoch"), "epoch")
+
+    def promote(self, *, cluster: str, new_primary: str, expected_epoch: int,
+                now: float | None = None) -> int:
+        """Make ``new_primary`` the live primary if the epoch is still ``expected_epoch``.
+
+        Returns the new epoch (the fencing token to pass to every playbook and sync);
+        raises :class:`PromotionConflict` when someone else promoted meanwhile.
+        """
+        at = time.time() if now is None else now
+        result = self._promote(keys=[self.key(cluster)],
+                               args=[str(expected_epoch), new_primary, repr(at)])
+        if int(result[0]) == 1:
+            return int(result[1])
+        current = self._int(self.key(cluster), result[1], "epoch")
+        holder = result[2].decode() if result[2] else "nobody"
+        raise PromotionConflict(
+            f"cannot promote {new_primary} in {cluster}: epoch is {current} "
+            f"(primary {holder}), not the expected {expected_epoch}; someone promoted meanwhile"
+        )
+
+    # -- pause, restarts, failovers, failback clock ---------------------------------------
+    def set_paused(self, cluster: str, paused: bool) -> None:
+        self.redis.hset(self.key(cluster), "paused", "1" if paused else "0")
+
+    def paused(self, cluster: str) -> bool:
+        raw = self.redis.hget(self.key(cluster), "paused")
+        if raw not in (None, b"0", b"1"):
+            raise StateError(f"malformed Redis state: {self.key(cluster)} paused={raw!r}")
+        return raw == b"1"
+
+    def restarts(self, cluster: str) -> int:
+        key = self.key(cluster, "restarts")
+        return self._int(key, self.redis.get(key), None)
+
+    def count_restart(self, cluster: str) -> int:
+        return int(self.redis.incr(self.key(cluster, "restarts")))
+
+    def reset_restarts(self, cluster: str) -> None:
+        self.redis.delete(self.key(cluster, "restarts"))
+
+    def record_failover(self, cluster: str, at: float, *, keep_s: float = 7 * 86400) -> None:
+        key = self.key(cluster, "failovers")
+        self.redis.zadd(key, {repr(at): at})
+        self.redis.zremrangebyscore(key, "-inf", at - keep_s)
+
+    def failovers(self, cluster: str) -> tuple[float, ...]:
+        key = self.key(cluster, "failovers")
+        return tuple(self._float(key, score) for _, score in self.redis.zrange(key, 0, -1,
+                                                                               withscores=True))
+
+    def mark_in_sync(self, *, cluster: str, host: str, in_sync: bool, now: float) -> float | None:
+        """Track since when ``host`` is healthy and in sync; returns that time or None."""
+        key = self.key(cluster, "in_sync_since")
+        if not in_sync:
+            self.redis.hdel(key, host)
+            return None
+        self.redis.hsetnx(key, host, repr(now))
+        return self._float(key, self.redis.hget(key, host))
+
+    # -- backoff of failing actions ----------------------------------------------------
+    def backoff(self, *, cluster: str, action: str, target: str | None) -> tuple[int, float]:
+        """(failures in a row, time of the next try) of an action on a target; (0, 0.0)."""
+        key = self.key(cluster, "backoff")
+        raw = self.redis.hget(key, f"{action}:{target}")
+        if raw is None:
+            return 0, 0.0
+        try:
+            value = json.loads(raw)
+            return int(value["failures"]), float(value["retry_at"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise StateError(f"malformed Redis state: {key} {action}:{target}: {exc}") from exc
+
+    def record_action(self, *, cluster: str, action: str, target: str | None, ok: bool,
+                      now: float, base_s: float, max_s: float = 300.0) -> float | None:
+        """Clear the backoff after a success; after a failure, push the next try back
+        (``base_s`` × 2^(failures-1), at most ``max_s``) and return when it is."""
+        key, field = self.key(cluster, "backoff"), f"{action}:{target}"
+        if ok:
+            self.redis.hdel(key, field)
+            return None
+        failures = self.backoff(cluster=cluster, action=action, target=target)[0] + 1
+        retry_at = now + min(max_s, base_s * 2 ** (failures - 1))
+        self.redis.hset(key, field, dumps({"failures": failures, "retry_at": retry_at}))
+        return retry_at
+
+    # -- decisions and events -----------------------------------------------------------
+    def record_decision(self, *, cluster: str, action: str, target: str | None, reason: str,
+                        epoch: int, now: float, members: dict[str, str] | None = None) -> bool:
+        """Keep the last decision; append it to the event stream when it changed.
+
+        Probe rounds run every few seconds: only a change of action, target, or of the
+        gist of the reason (its first clause, numbers aside: "up" → "suspect, not yet
+        down" → "up"), or any acting decision, goes to the stream, so history stays
+        readable and still says why nothing was done during a blip.
+        """
+        key = self.key(cluster, "decision")
+        last = self.last_decision(cluster)
+        record = {"action": action, "target": target, "reason": reason, "epoch": epoch,
+                  "at": now, "members": members or {}}
+        self.redis.set(key, dumps(record))
+        quiet = action in ("none", "hold")
+        if last and quiet and (last["action"], last["target"]) == (action, target) \
+                and _gist(last.get("reason", "")) == _gist(reason):
+            return False
+        self.append_event(cluster=cluster, kind="decision", at=now,
+                          data={"action": action, "target": target, "reason": reason,
+                                "epoch": epoch})
+        return True
+
+    def last_decision(self, cluster: str) -> dict | None:
+        key = self.key(cluster, "decision")
+        raw = self.redis.get(key)
+        if raw is None:
+            return None
+        try:
+            value = json.loads(raw)
+            if not isinstance(value, dict) or "action" not in value:
+                raise ValueError("not a decision record")
+        except ValueError as exc:
+            raise StateError(f"malformed Redis state: {key}: {exc}") from exc
+        return value
+
+    def append_event(self, *, cluster: str, kind: str, data: dict, at: float | None = None) -> str:
+        """Append one event (never a secret) to the cluster's stream; returns its id."""
+        fields = {"at": repr(time.time() if at is None else at), "kind": kind,
+                  "data": dumps(data)}
+        event_id = self.redis.xadd(self.key(cluster, "events"), fields,
+                                   maxlen=EVENTS_MAXLEN, approximate=True)
+        return event_id.decode()
+
+    def events(self, cluster: str, *, count: int = 20) -> list[Event]:
+        """The last ``count`` events of ``cluster``, oldest first."""
+        key = self.key(cluster, "events")
+        out = []
+        for event_id, fields in reversed(self.redis.xrevrange(key, count=count)):
+            try:
+                out.append(Event(id=event_id.decode(), at=float(fields[b"at"]),
+                                 kind=fields[b"kind"].decode(), cluster=cluster,
+                                 data=json.loads(fields[b"data"])))
+            except (KeyError, ValueError) as exc:
+                raise StateError(f"malformed Redis state: {key} entry {event_id!r}: {exc}") \
+                    from exc
+        return out
+
+    # -- locks --------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def lock(self, *, cluster: str, replica_set: str | None = None, ttl_s: float = 30.0,
+             wait_s: float = 0.0, kind: str = "cluster") -> Iterator["redis.lock.Lock"]:
+        """Hold the cluster (or replica-set, or round) lock; a thread extends it while held.
+
+        Raises :class:`StateError` naming the holder when it cannot be had in ``wait_s``.
+        """
+        key = self.lock_key(cluster, replica_set, kind=kind)
+        lock = self.redis.lock(key, timeout=ttl_s, blocking_timeout=wait_s, thread_local=False)
+        token = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        if not lock.acquire(blocking=wait_s > 0, token=token):
+            holder = self.redis.get(key)
+            what = (f"set {replica_set} of {cluster}" if replica_set else
+                    f"cluster {cluster}" if kind == "cluster" else f"{kind} of {cluster}")
+            raise LockBusy(f"{what} is locked by {holder.decode() if holder else 'someone'}"
+                             f" ({key}): another change is running")
+        stop = threading.Event()
+        keeper = threading.Thread(target=_keep_alive, args=(lock, ttl_s, stop), daemon=True)
+        keeper.start()
+        try:
+            yield lock
+        finally:
+            stop.set()
+            keeper.join()
+            with contextlib.suppress(LockError):
+                lock.release()
+
+    def lock_holder(self, cluster: str, replica_set: str | None = None) -> str | None:
+        raw = self.redis.get(self.lock_key(cluster, replica_set))
+        return raw.decode() if raw else None
+
+    # -- parsing --------------------------------------------------------------------------
+    @staticmethod
+    def _int(key: str, raw: object, field: str | None) -> int:
+        if raw is None:
+            return 0
+        try:
+            return int(raw)
+        except (TypeError, ValueError):
+            where = f"{key} {field}" if field else key
+            raise StateError(f"malformed Redis state: {where}={raw!r} is not an integer") \
+                from None
+
+    @staticmethod
+    def _float(key: str, raw: object) -> float:
+        try:
+            return float(raw)
+        except (TypeError, ValueError):
+            raise StateError(f"malformed Redis state: {key} holds {raw!r}, not a time") \
+                from None
+
+
+def _keep_alive(lock: "redis.lock.Lock", ttl_s: float, stop: threading.Event) -> None:
+    # A playbook may outlive the TTL: re-arm the lease every third of it while held.
+    while not stop.wait(ttl_s / 3):
+        with contextlib.suppress(LockError, redis.RedisError):
+            lock.reacquire()
+
+
+def live_status(topology: Topology, redis_client: redis.Redis, prefix: str = "cr") -> dict:
+    """Live part of ``crctl status``: per cluster, what Redis says right now.
+
+    ``{cluster: {"primary", "epoch", "paused", "health" {host: word}, "freshness_s"
+    {host: seconds}, "restarts", "failovers", "last_decision", "lock"}}``. ``health`` is
+    the last probe round's verdict per member (empty before the first round);
+    ``freshness_s`` the worst replica age of each target over the cluster's sets;
+    ``failovers`` counts those inside the policy's period.
+    """
+    from cr_orchestrator.sync.freshness import FreshnessStore
+
+    state = ClusterState(redis_client, prefix)
+    freshness = FreshnessStore(redis_client, prefix)
+    now = time.time()
+    out = {}
+    for name, cluster in sorted(topology.clusters.items()):
+        period = cluster.policy.failover_period_s
+        decision = state.last_decision(name)
+        ages: dict[str, float] = {}
+        for rs in cluster.replica_sets:
+            for host, record in freshness.freshness(name, rs.name, now=now).items():
+                if record.lag_s is not None:
+                    ages[host] = max(ages.get(host, 0.0), record.lag_s)
+        out[name] = {
+            "primary": state.primary(name),
+            "epoch": state.epoch(name),
+            "paused": state.paused(name),
+            "health": dict((decision or {}).get("members") or {}),
+            "freshness_s": ages,
+            "restarts": state.restarts(name),
+            "failovers": sum(1 for t in state.failovers(name) if t > now - period),
+            "last_decision": decision,
+            "lock": state.lock_holder(name),
+        }
+    return out
+
+
+def _gist(reason: str) -> str:
+    """A reason's first clause without its numbers (counts, lags, epochs change every
+    round; the situation does not)."""
+    return re.sub(r"\d+(?:\.\d+)?", "#", reason.split(";")[0])

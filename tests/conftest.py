@@ -1,0 +1,62 @@
+"""Fixtures shared by every test package.
+
+``lab``: the namespace lab (cr_orchestrator.lab.Lab), brought up once per session.
+Name and base from CR_LAB_NAME / CR_LAB_BASE (default crlab / 198.18.0.0/20); skipped
+when not root. Faults a test injects are healed after that test. The lab is torn down at
+the end of the session unless it was already up before (a developer's lab is left alone)
+or CR_LAB_KEEP=1.
+
+Handle (see docs/lab.md): ``.name``, ``.inventory_path``, ``.state_dir``, ``.ssh_key``,
+``.hosts`` (name -> HostAddresses(public, cluster, site, role, namespace, platform)),
+``.shared_ip``, ``.dns_server``, ``.dns_name``, ``.run_on(host, cmd, timeout=, check=,
+input=)``, ``.client(cmd, ...)``, ``.fail(host, mode, for_s=None)``, ``.heal(host=None)``,
+``.data_dir(host)``, ``.state_dir_of(host)``, ``.mailctl``, ``.ssh_argv(host, cmd)``,
+``.root_addresses``, ``.client_address``, ``.tsig_secret()``, ``.status()``.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import redis
+
+REDIS_URL = os.environ.get("CR_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+@pytest.fixture(scope="session")
+def redis_client():
+    """The real Redis server (CR_REDIS_URL); tests use their own key prefix, never FLUSHDB."""
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        client.ping()
+    except redis.ConnectionError as exc:
+        pytest.skip(f"no Redis at {REDIS_URL}: {exc}")
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def lab():
+    """The session's namespace lab (needs root)."""
+    if os.geteuid() != 0:
+        pytest.skip("the namespace lab needs root (network namespaces, bridges, mounts): "
+                    "run the tests as root (CI does)")
+    from cr_orchestrator.lab import Lab, lab_from_env
+
+    name, base = lab_from_env()
+    already_up = os.path.exists(f"/var/lib/cr-lab/{name}/lab.json")
+    handle = Lab.up(name=name, base=base)
+    yield handle
+    if not already_up and os.environ.get("CR_LAB_KEEP") != "1":
+        handle.down()
+
+
+@pytest.fixture(autouse=True)
+def _heal_lab_after_test(request):
+    """After a test that used ``lab``, undo the faults it left behind (cheap when none)."""
+    yield
+    if "lab" in request.fixturenames:
+        handle = request.getfixturevalue("lab")
+        if handle.faults():
+            handle.heal()

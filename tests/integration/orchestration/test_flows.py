@@ -1,0 +1,369 @@
+"""The topology-change flows against real Redis, with the playbook runner and the sync
+engine replaced by recorders: what runs, in which order, with which epoch, and what the
+history says. (The real playbooks and sync run in tests/scenarios.)"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pytest
+
+from cr_orchestrator import flows
+from cr_orchestrator.commands import run_command
+from cr_orchestrator.errors import StateError
+from cr_orchestrator.sync.plan import SyncReport, TargetResult
+
+from .conftest import make_topology
+
+
+@dataclass
+class Result:
+    ok: bool = True
+    status: str = "successful"
+    rc: int = 0
+    duration_s: float = 1.5
+    changed: int = 1
+    failed_hosts: tuple = ()
+    unreachable_hosts: tuple = ()
+    artifact_dir: str | None = None
+    summary: str = "ok=3 changed=1"
+    refused: bool = False
+
+
+@dataclass
+class Recorder:
+    calls: list = field(default_factory=list)
+    fail_playbooks: set = field(default_factory=set)
+    fail_sync_to: set = field(default_factory=set)
+
+    def run_playbook(self, *, playbook, inventory, extravars, limit, check, timeout_s, on_event,
+                     cancel, vault_password_file):
+        self.calls.append(("playbook", playbook, limit, dict(extravars)))
+        ok = playbook not in self.fail_playbooks
+        return Result(ok=ok, status="successful" if ok else "failed", rc=0 if ok else 2,
+                      summary="ok" if ok else "mail-a: service would not stop")
+
+    def sync(self, *, topology, cluster, replica_set, source, epoch, store, now):
+        self.calls.append(("sync", replica_set, source, epoch))
+        targets = tuple(TargetResult(h, h not in self.fail_sync_to, 10, 1, 0.1,
+                                     None if h not in self.fail_sync_to else "rsync rc 23")
+                        for h in ("mail-b", "mail-dr"))
+        return SyncReport(cluster, replica_set, source, epoch, now(), now() + 0.1, targets)
+
+    def names(self):
+        return [c[1] for c in self.calls]
+
+
+@pytest.fixture
+def rec():
+    return Recorder()
+
+
+@pytest.fixture
+def env(redis_client, prefix, rec):
+    e = flows.Env(topology=make_topology(), redis=redis_client, prefix=prefix,
+                  run_playbook=rec.run_playbook, sync=rec.sync, probe=lambda **kw: [])
+    e.state.ensure(cluster="mail", configured_primary="mail-a")
+    return e
+
+
+def cluster(env):
+    return env.topology.cluster("mail")
+
+
+def test_failover_takes_a_new_epoch_before_the_playbook_runs(env, rec):
+    out = flows.failover(env, cluster(env), to="mail-b", expected_epoch=0, reason="mail-a down")
+    assert out.ok and out.epoch == 1
+    assert rec.calls == [("playbook", "failover", None, {
+        "cr_cluster": "mail", "cr_new_primary": "mail-b", "cr_old_primary": "mail-a",
+        "cr_epoch": 1})]
+    assert (env.state.primary("mail"), env.state.epoch("mail")) == ("mail-b", 1)
+    assert len(env.state.failovers("mail")) == 1
+    assert [e.kind for e in env.state.events("mail")] == ["promotion", "playbook"]
+
+
+def test_a_stale_decision_does_not_act(env, rec):
+    env.state.promote(cluster="mail", new_primary="mail-b", expected_epoch=0)
+    with pytest.raises(StateError, match="moved on to epoch 1"):
+        flows.failover(env, cluster(env), to="mail-dr", expected_epoch=0, reason="x")
+    assert rec.calls == []
+
+
+def test_a_held_cluster_lock_stops_a_second_change(env, rec):
+    with env.state.lock(cluster="mail"):
+        with pytest.raises(StateError, match="cluster mail is locked"):
+            flows.failover(env, cluster(env), to="mail-b", expected_epoch=0, reason="x")
+    assert rec.calls == []
+
+
+def test_switchover_demotes_syncs_from_the_old_primary_then_moves_at_the_new_epoch(env, rec):
+    out = flows.switchover(env, cluster(env), to="mail-b", expected_epoch=0, reason="planned")
+    assert out.ok, out.summary
+    assert rec.calls == [
+        ("playbook", "demote", "mail-a", {"cr_cluster": "mail", "cr_new_primary": "mail-b",
+                                           "cr_old_primary": "mail-a", "cr_epoch": 0}),
+        ("sync", "maildata", "mail-a", 0),
+        ("playbook", "switchover", None, {"cr_cluster": "mail", "cr_new_primary": "mail-b",
+                                           "cr_old_primary": "mail-a", "cr_epoch": 1}),
+    ]
+    assert "no write lost" in out.summary
+    assert env.state.primary("mail") == "mail-b"
+
+
+def test_switchover_aborts_and_restores_the_old_primary_when_the_final_sync_fails(env, rec):
+    rec.fail_sync_to.add("mail-b")
+    out = flows.switchover(env, cluster(env), to="mail-b", expected_epoch=0, reason="planned")
+    assert not out.ok
+    assert "final sync of maildata to mail-b failed" in out.summary
+    assert "mail-a serving again" in out.summary
+    assert rec.names() == ["demote", "maildata", "promote", "switch_ip"]
+    assert rec.calls[2][3] == {"cr_cluster": "mail", "cr_new_primary": "mail-a", "cr_epoch": 0}
+    assert (env.state.primary("mail"), env.state.epoch("mail")) == ("mail-a", 0)
+    assert env.state.events("mail")[-1].kind == "aborted"
+
+
+def test_switchover_stops_when_the_old_primary_cannot_be_demoted(env, rec):
+    rec.fail_playbooks.add("demote")
+    out = flows.switchover(env, cluster(env), to="mail-b", expected_epoch=0, reason="planned")
+    assert not out.ok and "demoting mail-a failed" in out.summary
+    assert "sync" not in [c[0] for c in rec.calls]
+    assert env.state.epoch("mail") == 0
+
+
+def test_restart_counts_an_attempt_and_sends_a_one_host_order(env, rec):
+    out = flows.restart_service(env, cluster(env), host="mail-a", expected_epoch=0, reason="r")
+    assert out.ok
+    assert rec.calls == [("playbook", "service", "mail-a", {
+        "cr_cluster": "mail", "cr_new_primary": "mail-a", "cr_epoch": 0,
+        "cr_service_action": "restarted"})]
+    assert env.state.restarts("mail") == 1
+
+
+def test_rejoin_demotes_the_old_primary_and_resync_copies_from_the_live_one(env, rec):
+    env.state.promote(cluster="mail", new_primary="mail-b", expected_epoch=0)
+    out = flows.demote_rejoined(env, cluster(env), host="mail-a", expected_epoch=1, reason="r")
+    assert out.ok
+    assert rec.calls[0] == ("playbook", "demote", "mail-a", {
+        "cr_cluster": "mail", "cr_new_primary": "mail-b", "cr_old_primary": "mail-a",
+        "cr_epoch": 1})
+    with pytest.raises(StateError, match="live primary"):
+        flows.demote_rejoined(env, cluster(env), host="mail-b", expected_epoch=1, reason="r")
+    out = flows.resync(env, cluster(env), host="mail-a", reason="behind")
+    assert rec.calls[-1] == ("sync", "maildata", "mail-b", 1)
+
+
+def test_operator_commands_pause_and_failover_to_a_replica(env, rec):
+    assert run_command(env, command="pause", cluster="mail").ok
+    assert env.state.paused("mail")
+    run_command(env, command="resume", cluster="mail")
+    assert not env.state.paused("mail")
+    # nothing observed: mail-dr's liveness is unknown, so an operator may not pick it blind
+    with pytest.raises(StateError, match="cannot failover mail to mail-dr: mail-dr is unknown"):
+        run_command(env, command="failover", cluster="mail", to="mail-dr")
+    kinds = [e.data.get("command") for e in env.state.events("mail") if e.kind == "operator"]
+    assert kinds == ["pause", "resume"]
+    with pytest.raises(StateError, match="nothing to fail back"):
+        run_command(env, command="failback", cluster="mail")
+
+
+def test_a_second_round_of_the_same_cluster_is_skipped_while_one_runs(env, rec):
+    with env.state.lock(cluster="mail", kind="round"):
+        out = flows.probe_round(env, "mail")
+    assert out.ok and out.summary == "skipped: the previous round of mail is still running"
+    assert env.state.events("mail") == []
+
+
+def test_a_round_decides_records_and_acts(env, rec):
+    # no observations at all: the primary is unknown, so the round waits and records why
+    out = flows.probe_round(env, "mail")
+    assert out.decision.action.value == "none"
+    assert "waiting: primary mail-a is unknown" in out.summary
+    assert env.state.last_decision("mail")["members"] == {
+        "mail-a": "host unknown", "mail-b": "host unknown", "mail-dr": "host unknown"}
+    assert rec.calls == []
+
+
+def test_switchover_waits_for_a_running_sync_then_copies_what_it_missed(env, rec):
+    import threading
+    import time
+
+    release = threading.Event()
+
+    def scheduled_sync():
+        with env.state.lock(cluster="mail", replica_set="maildata", ttl_s=10):
+            release.wait(5)
+
+    t = threading.Thread(target=scheduled_sync)
+    t.start()
+    time.sleep(0.2)
+    threading.Timer(0.5, release.set).start()
+    out = flows.switchover(env, cluster(env), to="mail-b", expected_epoch=0, reason="planned")
+    t.join()
+    assert out.ok, out.summary
+    assert rec.names() == ["demote", "maildata", "switchover"]
+
+
+def test_switchover_undoes_the_demotion_when_the_sync_is_refused(env, rec):
+    from cr_orchestrator.errors import SyncError
+
+    def refuse(**kwargs):
+        raise SyncError("refusing to sync mail from mail-a at epoch 0: epoch 3 already synced")
+
+    env.sync = refuse
+    out = flows.switchover(env, cluster(env), to="mail-b", expected_epoch=0, reason="planned")
+    assert not out.ok and "the final sync failed: refusing to sync" in out.summary
+    assert rec.names() == ["demote", "promote", "switch_ip"]
+    assert env.state.primary("mail") == "mail-a"
+
+
+def test_a_failing_demotion_backs_off_instead_of_running_every_round(env, rec):
+    from cr_orchestrator.decide import Action, ClusterSnapshot, Decision
+
+    rec.fail_playbooks.add("demote")
+    now = [1000.0]
+    env.clock = lambda: now[0]
+    decision = Decision(Action.DEMOTE_REJOINED, "mail-b", "demoting mail-b: it is serving")
+    snap = ClusterSnapshot.empty("mail", now=now[0])
+    first = flows.act(env, cluster(env), decision, snap)
+    assert not first.ok and "(next try in 4 s)" in first.summary
+    now[0] += 2
+    held = flows.act(env, cluster(env), decision, snap)
+    assert "not retrying demote_rejoined of mail-b yet: it failed 1 time(s)" in held.summary
+    assert rec.names() == ["demote"]
+    now[0] += 3
+    second = flows.act(env, cluster(env), decision, snap)
+    assert "(next try in 8 s)" in second.summary and rec.names() == ["demote", "demote"]
+    rec.fail_playbooks.clear()
+    now[0] += 9
+    assert flows.act(env, cluster(env), decision, snap).ok
+    assert env.state.backoff(cluster="mail", action="demote_rejoined", target="mail-b") == (0, 0.0)
+
+
+def test_failover_waits_for_a_running_sync_and_gives_up_after_a_bound(env, rec, monkeypatch):
+    from cr_orchestrator import changes
+
+    monkeypatch.setattr(changes, "FAILOVER_SYNC_WAIT_S", 0.3)
+    with env.state.lock(cluster="mail", replica_set="maildata"):
+        with pytest.raises(StateError, match="not promoting mail-b yet: a sync of maildata is "
+                                             "still running"):
+            flows.failover(env, cluster(env), to="mail-b", expected_epoch=0, reason="down")
+    assert env.state.epoch("mail") == 0 and rec.calls == []
+    # once the sync is over, the failover goes ahead
+    assert flows.failover(env, cluster(env), to="mail-b", expected_epoch=0, reason="down").ok
+
+
+def test_failover_from_a_confirmed_down_host_still_waits_for_a_running_sync(env, rec,
+                                                                           monkeypatch):
+    from cr_orchestrator import changes
+    from cr_orchestrator.errors import CrError
+
+    monkeypatch.setattr(changes, "FAILOVER_SYNC_WAIT_S", 0.5)
+    # a sync "from" mail-a still holds the set lock when mail-a's host is confirmed down:
+    # in the lab such a sync ended after the promotion and its rsync --delete removed the
+    # new primary's first mail, so the failover waits (bounded) all the same
+    with env.state.lock(cluster="mail", replica_set="maildata"):
+        with pytest.raises(CrError, match="not promoting mail-b yet"):
+            flows.failover(env, cluster(env), to="mail-b", expected_epoch=0, reason="down",
+                           old_primary_down=True)
+    assert env.state.epoch("mail") == 0 and rec.calls == []
+    out = flows.failover(env, cluster(env), to="mail-b", expected_epoch=0, reason="down",
+                         old_primary_down=True)
+    assert out.ok and env.state.epoch("mail") == 1
+    assert rec.calls[0][3]["cr_old_primary_down"] is True
+
+
+def test_no_scheduled_sync_runs_while_a_failover_moves_the_primary(env, rec):
+    seen = []
+
+    def playbook(**kwargs):
+        # in the middle of the failover playbook a scheduled sync comes in: it must not run
+        try:
+            flows.sync_sets(env, cluster(env), sets=["maildata"])
+            seen.append("sync ran")
+        except StateError as exc:
+            seen.append(str(exc))
+        return rec.run_playbook(**kwargs)
+
+    env.run_playbook = playbook
+    assert flows.failover(env, cluster(env), to="mail-b", expected_epoch=0, reason="down").ok
+    assert seen and "set maildata of mail is locked" in seen[0]
+    flows.sync_sets(env, cluster(env), sets=["maildata"])
+    assert rec.calls[-1] == ("sync", "maildata", "mail-b", 1)  # read after the lock: new primary
+
+
+def test_a_round_that_overlapped_a_change_does_not_decide(env, rec):
+    def probe_during_a_failover(**kwargs):
+        with env.state.lock(cluster="mail"):  # another worker's change runs meanwhile
+            env.state.promote(cluster="mail", new_primary="mail-b", expected_epoch=0)
+        return []
+
+    env.probe = probe_during_a_failover
+    out = flows.probe_round(env, "mail")
+    assert out.decision is None
+    assert out.summary == "observed mail; it moved to epoch 1 meanwhile: not deciding"
+    assert env.state.last_decision("mail") is None
+
+
+def test_a_round_that_starts_while_a_change_runs_does_not_decide(env, rec):
+    with env.state.lock(cluster="mail"):
+        out = flows.probe_round(env, "mail")
+    assert out.decision is None and "a topology change holds the lock" in out.summary
+
+
+def test_members_serving_without_being_primary_are_named_for_the_sync_guard(env):
+    env.state.promote(cluster="mail", new_primary="mail-b", expected_epoch=0)
+    env.state.record_decision(cluster="mail", action="demote_rejoined", target="mail-a",
+                              reason="demoting mail-a", epoch=1, now=1.0,
+                              members={"mail-a": "up", "mail-b": "up", "mail-dr": "service down"})
+    assert flows.serving_elsewhere(env, cluster(env)) == ["mail-a"]
+
+
+def test_a_member_whose_service_answered_lately_is_named_before_its_verdict_catches_up(env):
+    import time
+
+    from cr_orchestrator.health import Health, Observation
+    from cr_orchestrator.observations_store import ObservationStore
+
+    env.state.promote(cluster="mail", new_primary="mail-b", expected_epoch=0)
+    # the last round still calls mail-a down (it just came back, autostarted)
+    env.state.record_decision(cluster="mail", action="none", target=None, reason="mail-b up",
+                              epoch=1, now=1.0, members={"mail-a": "host down", "mail-b": "up",
+                                                         "mail-dr": "service down"})
+    store = ObservationStore(client=env.redis, prefix=env.prefix)
+    now = time.time()
+    store.add(observations=[
+        Observation("mail-dr", "orchestrator", "service:mail", Health.OK, now - 60),  # old
+        Observation("mail-b", "orchestrator", "service:mail", Health.OK, now - 0.5),
+    ])
+    assert flows.serving_elsewhere(env, cluster(env)) == []
+    store.add(observations=[Observation("mail-a", "orchestrator", "service:mail", Health.OK,
+                                        now - 0.5)])
+    assert flows.serving_elsewhere(env, cluster(env)) == ["mail-a"]
+
+
+@pytest.mark.parametrize(("host", "service", "confirmed", "passed"), [
+    ("down", "unknown", True, True),  # host gone, a second vantage agrees: skip demoting it
+    ("down", "down", True, True),
+    ("up", "down", True, False),  # service-only failure: the host answers, demote it
+    ("down", "unknown", False, False),  # one vantage only: never assume it is gone
+])
+def test_old_primary_down_is_passed_to_the_failover_playbook_only_when_its_host_is_confirmed_down(
+        env, rec, host, service, confirmed, passed):
+    from cr_orchestrator.decide import Action, ClusterSnapshot, Decision, MemberState
+    from cr_orchestrator.health import Liveness
+    from cr_orchestrator.model import Role
+
+    old = MemberState("mail-a", Role.PRIMARY, host_liveness=Liveness(host),
+                      service_liveness=Liveness(service), confirmed=confirmed, failures=4,
+                      vantages=2 if confirmed else 1)
+    new = MemberState("mail-b", Role.SECONDARY, host_liveness=Liveness.UP,
+                      service_liveness=Liveness.DOWN, lag_s=3.0)
+    snapshot = ClusterSnapshot(cluster="mail", members=(old, new), primary="mail-a", epoch=0,
+                               now=1000.0)
+    out = flows.act(env, cluster(env), Decision(Action.FAILOVER, "mail-b", "mail-a down"),
+                    snapshot)
+    assert out.ok, out.summary
+    (_, playbook, _, extravars), = rec.calls
+    assert playbook == "failover"
+    assert extravars.get("cr_old_primary_down", False) is passed
+    assert ("cr_old_primary_down" in extravars) is passed  # absent, not false, otherwise

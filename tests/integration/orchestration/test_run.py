@@ -1,0 +1,107 @@
+"""`crctl run`: worker + RedBeat beat as one process tree, working, and stopped cleanly."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from cr_orchestrator.celery_app import make_app
+from cr_orchestrator.cli.run import child_commands
+from cr_orchestrator.schedule import existing_entries
+from cr_orchestrator.state import ClusterState
+
+from .conftest import REDIS_URL, UNREACHABLE_INVENTORY
+
+CRCTL = str(Path(sys.executable).with_name("crctl"))
+
+
+def process_groups() -> dict[int, list[int]]:
+    """pgid -> pids of every process on the machine (from /proc)."""
+    groups: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        if fields[0] == "Z":
+            continue
+        groups.setdefault(int(fields[2]), []).append(int(entry.name))
+    return groups
+
+
+def children_of(pid: int) -> list[int]:
+    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True,
+                         text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+def wait_for(predicate, timeout_s: float, what: str):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.3)
+    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+
+
+def test_child_command_lines():
+    worker, beat = child_commands(queues=["site.a", "site.b"], concurrency=2, loglevel="INFO",
+                                  beat=True, node="cr-a-b")
+    assert worker.argv[1:] == ["-m", "celery", "-A", "cr_orchestrator.celery_app", "worker",
+                               "-Q", "site.a,site.b", "-n", "cr-a-b@%h", "--concurrency", "2",
+                               "-O", "fair", "--loglevel", "INFO", "--without-gossip",
+                               "--without-mingle"]
+    assert beat.argv[5:] == ["beat", "-S", "cr_orchestrator.schedule.RedisTolerantScheduler",
+                             "--max-interval", "1", "--loglevel", "INFO"]
+    assert [c.name for c in child_commands(queues=["site.a"], concurrency=1, loglevel="INFO",
+                                           beat=False, node="n")] == ["worker"]
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])
+def test_run_probes_on_schedule_follows_the_inventory_and_stops_without_orphans(
+        tmp_path, prefix, redis_client, stop_signal):
+    inventory = tmp_path / "hosts.yml"
+    inventory.write_text(UNREACHABLE_INVENTORY)
+    proc = subprocess.Popen(
+        [CRCTL, "run", "-i", str(inventory), "--redis-url", REDIS_URL, "--prefix", prefix,
+         "--concurrency", "1", "--stop-timeout", "15", "--watch-interval", "1",
+         "--loglevel", "WARNING"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        state = ClusterState(redis_client, prefix)
+        # beat fires cr.probe_round every second; the worker probes, decides and records
+        events = wait_for(lambda: state.events("mail"), 45, "a decision from the scheduled round")
+        assert events[0].kind == "decision" and events[0].data["action"] in ("none", "hold")
+        children = wait_for(lambda: children_of(proc.pid) if len(children_of(proc.pid)) == 2
+                            else None, 10, "worker and beat")
+        if stop_signal is signal.SIGTERM:
+            app = make_app(redis_url=REDIS_URL, prefix=prefix)
+            inventory.write_text(UNREACHABLE_INVENTORY.replace("probe_interval: 1s",
+                                                               "probe_interval: 3s"))
+            wait_for(lambda: existing_entries(app)["cr.probe.mail"].schedule.run_every
+                     .total_seconds() == 3.0, 20, "the schedule to follow the inventory")
+        before = process_groups()
+        tree = [pid for pgid in children for pid in before.get(pgid, [])]
+        assert len(tree) >= 3  # worker, its pool process, beat
+        proc.send_signal(stop_signal)
+        output, _ = proc.communicate(timeout=40)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            for pgid in children_of(proc.pid):
+                os.killpg(pgid, signal.SIGKILL)
+    assert proc.returncode == 0, output
+    after = process_groups()
+    assert [pgid for pgid in children if pgid in after] == [], "orphans left behind"
+    assert "crctl run: stopped (on request)" in output
+    assert "WorkerLostError" not in output  # tasks were not killed midway

@@ -1,0 +1,61 @@
+"""sync_schedule(): RedBeat entries in real Redis follow the inventory."""
+
+from __future__ import annotations
+
+import pytest
+from redbeat import RedBeatSchedulerEntry
+
+from cr_orchestrator.celery_app import make_app
+from cr_orchestrator.schedule import existing_entries, sync_schedule
+
+from .conftest import REDIS_URL, make_topology
+
+
+@pytest.fixture
+def app(redis_client, prefix):
+    return make_app(redis_url=REDIS_URL, prefix=prefix)
+
+
+def test_entries_are_added_updated_and_removed_with_the_inventory(app, redis_client, prefix):
+    first = make_topology(sets={"maildata": 30.0, "config": 300.0}, clusters=("mail", "web"))
+    change = sync_schedule(app, first, "/inv/hosts.yml")
+    assert sorted(change.added) == ["cr.probe.mail", "cr.probe.web", "cr.sync.mail.config",
+                                    "cr.sync.mail.maildata", "cr.sync.web.config",
+                                    "cr.sync.web.maildata"]
+    # the schedule lives under our prefix, where beat reads it
+    members = {k.decode() for k in redis_client.zrange(f"{prefix}:redbeat::schedule", 0, -1)}
+    assert f"{prefix}:redbeat:cr.probe.mail" in members
+    entry = RedBeatSchedulerEntry.from_key(f"{prefix}:redbeat:cr.probe.mail", app=app)
+    assert entry.task == "cr.probe_round"
+    assert entry.args == ["mail", "/inv/hosts.yml"]
+    assert entry.options["queue"] == "site.site-a"
+    assert entry.schedule.run_every.total_seconds() == 2.0
+
+    # unchanged inventory: nothing rewritten
+    again = sync_schedule(app, first, "/inv/hosts.yml")
+    assert (again.added, again.updated, again.removed) == ((), (), ())
+
+    # web removed, config set removed, probe interval changed, primary moved to site-b
+    second = make_topology(probe_interval_s=5.0, sets={"maildata": 30.0}, clusters=("mail",))
+    change = sync_schedule(app, second, "/inv/hosts.yml", primaries={"mail": "mail-dr"})
+    assert change.added == ()
+    assert sorted(change.updated) == ["cr.probe.mail", "cr.sync.mail.maildata"]
+    assert sorted(change.removed) == ["cr.probe.web", "cr.sync.mail.config",
+                                      "cr.sync.web.config", "cr.sync.web.maildata"]
+    have = existing_entries(app)
+    assert sorted(have) == ["cr.probe.mail", "cr.sync.mail.maildata"]
+    assert have["cr.probe.mail"].schedule.run_every.total_seconds() == 5.0
+    assert have["cr.probe.mail"].options["queue"] == "site.site-b"
+    assert not redis_client.exists(f"{prefix}:redbeat:cr.probe.web")
+
+
+def test_foreign_entries_are_left_alone(app, prefix):
+    from datetime import timedelta
+
+    from celery.schedules import schedule
+
+    RedBeatSchedulerEntry(name="someone-elses", task="x.y", schedule=schedule(timedelta(60)),
+                          app=app).save()
+    change = sync_schedule(app, make_topology(clusters=()), "/inv")
+    assert change.removed == ()
+    assert RedBeatSchedulerEntry.from_key(f"{prefix}:redbeat:someone-elses", app=app)

@@ -1,0 +1,213 @@
+"""ClusterState against a real Redis: CAS promotion, epoch, lock contention, events."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from cr_orchestrator.errors import StateError
+from cr_orchestrator.model import Secret
+from cr_orchestrator.state import ClusterState, PromotionConflict
+
+
+@pytest.fixture
+def state(redis_client, prefix):
+    return ClusterState(redis_client, prefix)
+
+
+def test_first_start_records_the_configured_primary_at_epoch_0(state):
+    assert state.ensure(cluster="mail", configured_primary="mail-a") == ("mail-a", 0)
+    # a second ensure (another worker) keeps what is there
+    state.promote(cluster="mail", new_primary="mail-b", expected_epoch=0)
+    assert state.ensure(cluster="mail", configured_primary="mail-a") == ("mail-b", 1)
+
+
+def test_promote_is_compare_and_set_on_the_epoch(state):
+    state.ensure(cluster="mail", configured_primary="mail-a")
+    assert state.promote(cluster="mail", new_primary="mail-b", expected_epoch=0) == 1
+    with pytest.raises(PromotionConflict, match="epoch is 1 \\(primary mail-b\\), not the expected 0"):
+        state.promote(cluster="mail", new_primary="mail-dr", expected_epoch=0)
+    assert (state.primary("mail"), state.epoch("mail")) == ("mail-b", 1)
+
+
+def test_two_threads_racing_to_promote_only_one_wins(state):
+    state.ensure(cluster="mail", configured_primary="mail-a")
+    barrier = threading.Barrier(8)
+    results: list[object] = []
+
+    def race(host: str) -> None:
+        barrier.wait()
+        try:
+            results.append(state.promote(cluster="mail", new_primary=host, expected_epoch=0))
+        except PromotionConflict as exc:
+            results.append(exc)
+
+    threads = [threading.Thread(target=race, args=(f"mail-{i}",)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [r for r in results if r == 1] == [1]
+    assert sum(isinstance(r, PromotionConflict) for r in results) == 7
+    assert state.epoch("mail") == 1
+
+
+def test_lock_admits_one_holder_at_a_time_and_is_released_only_by_its_owner(state, redis_client):
+    inside, overlaps, refused = [], [], []
+    barrier = threading.Barrier(2)
+
+    def change(name: str) -> None:
+        barrier.wait()
+        try:
+            with state.lock(cluster="mail", ttl_s=5, wait_s=0):
+                if inside:
+                    overlaps.append(name)
+                inside.append(name)
+                time.sleep(0.3)
+                inside.remove(name)
+        except StateError as exc:
+            refused.append(str(exc))
+
+    threads = [threading.Thread(target=change, args=(n,)) for n in ("w1", "w2")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert overlaps == []
+    assert len(refused) == 1 and "cluster mail is locked by" in refused[0]
+    assert state.lock_holder("mail") is None  # released
+
+    # a waiting second worker gets it once the first lets go
+    order = []
+
+    def wait_for_it() -> None:
+        with state.lock(cluster="mail", ttl_s=5, wait_s=5):
+            order.append("w2")
+
+    with state.lock(cluster="mail", ttl_s=5):
+        waiter = threading.Thread(target=wait_for_it)
+        waiter.start()
+        time.sleep(0.2)
+        order.append("w1 done")
+    waiter.join()
+    assert order == ["w1 done", "w2"]
+
+
+def test_lock_is_extended_while_held_and_not_deleted_when_stolen(state, redis_client):
+    with state.lock(cluster="mail", ttl_s=0.6) as lock:
+        time.sleep(1.0)  # longer than the TTL: the keeper re-armed it
+        assert state.lock_holder("mail") == lock.local.token.decode()
+    key = state.lock_key("mail")
+    # someone else's lock (e.g. ours expired and another worker took it) survives our release
+    with state.lock(cluster="mail", ttl_s=5):
+        redis_client.set(key, "other-worker")
+    assert redis_client.get(key) == b"other-worker"
+
+
+def test_replica_set_lock_is_separate_from_the_cluster_lock(state):
+    with state.lock(cluster="mail", ttl_s=5):
+        with state.lock(cluster="mail", replica_set="maildata", ttl_s=5):
+            assert state.lock_holder("mail", "maildata")
+
+
+def test_event_stream_round_trip_and_quiet_repeats(state):
+    assert state.record_decision(cluster="mail", action="none", target=None,
+                                 reason="mail-a is primary", epoch=0, now=100.0)
+    assert not state.record_decision(cluster="mail", action="none", target=None,
+                                     reason="mail-a is primary; 3 s", epoch=0, now=102.0)
+    assert state.record_decision(cluster="mail", action="failover", target="mail-b",
+                                 reason="failing over from mail-a to mail-b", epoch=0, now=104.0)
+    state.append_event(cluster="mail", kind="playbook", at=105.0,
+                       data={"playbook": "failover", "ok": True, "rc": 0})
+    events = state.events("mail", count=10)
+    assert [(e.kind, e.at) for e in events] == [("decision", 100.0), ("decision", 104.0),
+                                               ("playbook", 105.0)]
+    assert events[1].data["reason"] == "failing over from mail-a to mail-b"
+    assert state.last_decision("mail")["action"] == "failover"
+    assert [e.kind for e in state.events("mail", count=1)] == ["playbook"]
+
+
+def test_failovers_restarts_pause_and_failback_clock(state):
+    state.record_failover("mail", 10.0)
+    state.record_failover("mail", 20.0)
+    assert state.failovers("mail") == (10.0, 20.0)
+    assert state.count_restart("mail") == 1 and state.restarts("mail") == 1
+    state.reset_restarts("mail")
+    assert state.restarts("mail") == 0
+    assert not state.paused("mail")
+    state.set_paused("mail", True)
+    assert state.paused("mail")
+    assert state.mark_in_sync(cluster="mail", host="mail-a", in_sync=True, now=50.0) == 50.0
+    assert state.mark_in_sync(cluster="mail", host="mail-a", in_sync=True, now=60.0) == 50.0
+    assert state.mark_in_sync(cluster="mail", host="mail-a", in_sync=False, now=70.0) is None
+
+
+@pytest.mark.parametrize("key_part,field,value,call", [
+    (None, "epoch", "three", lambda s: s.epoch("mail")),
+    (None, "paused", "maybe", lambda s: s.paused("mail")),
+    ("restarts", None, "x", lambda s: s.restarts("mail")),
+    ("decision", None, "{not json", lambda s: s.last_decision("mail")),
+])
+def test_malformed_state_names_the_key(state, redis_client, key_part, field, value, call):
+    key = state.key("mail", key_part)
+    if field:
+        redis_client.hset(key, field, value)
+    else:
+        redis_client.set(key, value)
+    with pytest.raises(StateError, match=f"malformed Redis state: {key}"):
+        call(state)
+
+
+def test_nothing_secret_reaches_redis(state, redis_client, prefix):
+    secret = Secret("hunter2-very-secret")
+    with pytest.raises(StateError, match="refusing to write a Secret"):
+        state.append_event(cluster="mail", kind="playbook", data={"password": secret})
+    state.append_event(cluster="mail", kind="playbook", data={"host": "mail-a"})
+    state.record_decision(cluster="mail", action="none", target=None, reason="ok", epoch=0,
+                          now=1.0)
+    from redis_dump import redis_text
+
+    dump = b"".join(redis_text(redis_client, k) for k in redis_client.scan_iter(match=f"{prefix}*"))
+    assert b"hunter2" not in dump
+    assert b"mail-a" in dump  # the scan did see what was written
+
+
+def test_live_status_reports_what_redis_says(state, redis_client, prefix):
+    from cr_orchestrator.state import live_status
+    from cr_orchestrator.sync.freshness import FreshnessStore
+
+    from .conftest import make_topology
+
+    topo = make_topology()
+    state.ensure(cluster="mail", configured_primary="mail-a")
+    state.promote(cluster="mail", new_primary="mail-b", expected_epoch=0, now=time.time())
+    state.record_failover("mail", time.time())
+    state.record_decision(cluster="mail", action="none", target=None, reason="mail-b is up",
+                          epoch=1, now=time.time(), members={"mail-a": "host down", "mail-b": "up"})
+    now = time.time()
+    FreshnessStore(redis_client, prefix).record_success(
+        cluster="mail", set_name="maildata", host="mail-a", source="mail-b", epoch=1,
+        started_at=now - 12, ended_at=now - 10, bytes_sent=5, files=1)
+    live = live_status(topo, redis_client, prefix)["mail"]
+    assert (live["primary"], live["epoch"], live["paused"], live["failovers"]) == (
+        "mail-b", 1, False, 1)
+    assert live["health"] == {"mail-a": "host down", "mail-b": "up"}
+    assert 11 < live["freshness_s"]["mail-a"] < 60
+    assert live["last_decision"]["reason"] == "mail-b is up"
+    assert live["lock"] is None
+
+
+def test_a_quiet_decision_whose_situation_changes_is_recorded_once(state):
+    # up → suspect (not yet down) → suspect again with another count → up: three events
+    reasons = ["mail-a is primary (epoch 0) and up; mail-b replica 3 s behind",
+               "waiting: primary mail-a is suspect (service), not yet down (needs 4 failed probes)",
+               "waiting: primary mail-a is suspect (service), not yet down (needs 4 failed probes)",
+               "mail-a is primary (epoch 0) and up; mail-b replica 4 s behind",
+               "mail-a is primary (epoch 0) and up; mail-b replica 5 s behind"]
+    recorded = [state.record_decision(cluster="mail", action="none", target=None, reason=r,
+                                      epoch=0, now=100.0 + i) for i, r in enumerate(reasons)]
+    assert recorded == [True, True, False, True, False]
+    assert [e.data["reason"] for e in state.events("mail")] == [reasons[0], reasons[1],
+                                                                reasons[3]]

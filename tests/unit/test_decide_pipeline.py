@@ -1,0 +1,111 @@
+"""Observations → detector → snapshot → decide, all pure: what a probe round concludes."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from cr_orchestrator import model as m
+from cr_orchestrator.decide import Action, decide
+from cr_orchestrator.detector import assess
+from cr_orchestrator.health import ORCHESTRATOR, Health, Observation
+from cr_orchestrator.snapshot import build_snapshot, member_lags
+from cr_orchestrator.sync.freshness import Freshness
+
+SMTP = "check:smtp:25@{}"
+
+
+def cluster() -> m.Cluster:
+    return m.Cluster(
+        "mail", "cr_cluster_mail",
+        (m.Member("mail-a", m.Role.PRIMARY, 100), m.Member("mail-b", m.Role.SECONDARY, 50),
+         m.Member("mail-dr", m.Role.REPLICA)),
+        (m.Service("mail", (m.Check(m.CheckKind.SMTP, 25),)),), m.ClientSwitch(),
+        (m.ReplicaSet("maildata", "/srv/mail", (m.ReplicaTarget("mail-b", "/srv/mail"),
+                                                 m.ReplicaTarget("mail-dr", "/srv/mail")), 30),),
+        m.Policy())
+
+
+def round_of(at: float, *, a_host: Health, a_service: Health, peer_sees_a: Health,
+             serving=("mail-a",)) -> list[Observation]:
+    obs = []
+    for host in ("mail-a", "mail-b", "mail-dr"):
+        host_health = a_host if host == "mail-a" else Health.OK
+        service = a_service if host == "mail-a" else (Health.OK if host in serving else Health.DOWN)
+        obs.append(Observation(host, ORCHESTRATOR, "host", host_health, at))
+        if host_health is not Health.UNREACHABLE:
+            obs.append(Observation(host, ORCHESTRATOR, "service:mail", service, at,
+                                   error=None if service is Health.OK else "stopped"))
+        check = Health.OK if service is Health.OK and host_health is Health.OK else \
+            Health.UNREACHABLE
+        obs.append(Observation(host, ORCHESTRATOR, SMTP.format(host), check, at,
+                               error=None if check is Health.OK else "refused",
+                               detail={"service": "mail"}))
+    for peer in ("mail-b", "mail-dr"):
+        obs.append(Observation("mail-a", peer, SMTP.format("mail-a"), peer_sees_a, at,
+                               error=None if peer_sees_a is Health.OK else "refused",
+                               detail={"service": "mail"}))
+    return obs
+
+
+def snapshot_after(rounds, *, restarts=0, lags=None):
+    c = cluster()
+    window = [o for i, kw in enumerate(rounds) for o in round_of(100.0 + 2 * i, **kw)]
+    now = 100.0 + 2 * (len(rounds) - 1) + 0.5
+    per_set = {"maildata": {"mail-b": Freshness("mail-b", lag_s=4.0),
+                            "mail-dr": Freshness("mail-dr", lag_s=25.0)}}
+    lags = lags or member_lags(cluster=c, per_set=per_set, primary="mail-a")
+    return build_snapshot(cluster=c, assessment=assess(cluster=c, observations=window, now=now),
+                          primary="mail-a", epoch=2, paused=False, lags=lags,
+                          restart_attempts=restarts, recent_failovers=(),
+                          failback_in_sync_since=None, now=now), c.policy
+
+
+OK = dict(a_host=Health.OK, a_service=Health.OK, peer_sees_a=Health.OK)
+CRASHED = dict(a_host=Health.UNREACHABLE, a_service=Health.UNREACHABLE,
+               peer_sees_a=Health.UNREACHABLE)
+STOPPED = dict(a_host=Health.OK, a_service=Health.DOWN, peer_sees_a=Health.UNREACHABLE)
+
+
+def test_healthy_cluster_does_nothing():
+    snap, policy = snapshot_after([OK, OK, OK])
+    d = decide(snap, policy)
+    assert d.action is Action.NONE, d.reason
+    assert d.reason.startswith("mail-a is primary (epoch 2) and up; mail-b replica 4 s behind")
+
+
+def test_crash_seen_from_two_vantages_for_three_rounds_fails_over_to_the_secondary():
+    snap, policy = snapshot_after([OK, OK, CRASHED, CRASHED, CRASHED])
+    d = decide(snap, policy)
+    assert (d.action, d.target) == (Action.FAILOVER, "mail-b"), d.reason
+    assert "mail-a down for 3 probes from 3 vantages; mail-b replica 4 s behind" in d.reason
+
+
+def test_one_failed_round_is_only_suspect():
+    snap, policy = snapshot_after([OK, OK, CRASHED])
+    assert decide(snap, policy).action is Action.NONE
+
+
+def test_stopped_service_is_restarted_first_then_failed_over():
+    rounds = [OK, OK, STOPPED, STOPPED, STOPPED]
+    snap, policy = snapshot_after(rounds)
+    d = decide(snap, policy)
+    assert (d.action, d.target) == (Action.RESTART_SERVICE, "mail-a"), d.reason
+    snap, policy = snapshot_after(rounds, restarts=1)
+    d = decide(snap, policy)
+    assert (d.action, d.target) == (Action.FAILOVER, "mail-b"), d.reason
+
+
+def test_a_secondary_serving_is_demoted():
+    serving = [dict(OK, serving=("mail-a", "mail-b"))] * 3
+    snap, policy = snapshot_after(serving)
+    d = decide(snap, policy)
+    assert (d.action, d.target) == (Action.DEMOTE_REJOINED, "mail-b"), d.reason
+
+
+def test_never_synced_member_has_no_lag_and_the_primary_is_the_source():
+    c = cluster()
+    lags = member_lags(cluster=c, per_set={"maildata": {"mail-b": Freshness("mail-b", lag_s=3.0)}},
+                       primary="mail-a")
+    assert lags == {"mail-a": 0.0, "mail-b": 3.0, "mail-dr": None}
+    no_sets = replace(c, replica_sets=())
+    assert member_lags(cluster=no_sets, per_set={}, primary="mail-a")["mail-b"] is None

@@ -1,0 +1,113 @@
+"""rsync command lines, --stats and itemize parsing, snapshot commands (pure)."""
+
+import shlex
+
+import pytest
+
+from cr_orchestrator.errors import ConfigError
+from cr_orchestrator.model import SshSettings
+from cr_orchestrator.sync import rsync
+from cr_orchestrator.sync.snapshot import SnapshotSpec, snapshot_commands
+
+SSH = SshSettings(user="root", port=22, private_key_file="/var/lib/cr-lab/sy/id_ed25519")
+
+
+def job(**kw):
+    base = dict(source_path="/srv/mail/Maildir", target_user="root", target_address="198.18.65.12",
+                target_path="/srv/dr/mail/Maildir/")
+    return rsync.RsyncJob(**{**base, **kw})
+
+
+def test_rsync_push_command_exact():
+    inner = rsync.ssh_options(SSH)
+    argv = rsync.rsync_argv(job(excludes=("tmp/", "*.lock"), checksum=True,
+                                bandwidth_limit_kbps=8192), inner_ssh=inner)
+    assert argv[:8] == ["rsync", "-a", "--delete", "--mkpath", "--timeout=60", "--stats",
+                        "--checksum", "--bwlimit=1000"]
+    assert argv[8:12] == ["--exclude", "tmp/", "--exclude", "*.lock"]
+    assert argv[12] == "-e" and shlex.split(argv[13])[:3] == ["ssh", "-i", SSH.private_key_file]
+    assert "UserKnownHostsFile=/dev/null" in argv[13] and "BatchMode=yes" in argv[13]
+    assert argv[14:] == ["/srv/mail/Maildir/", "root@198.18.65.12:/srv/dr/mail/Maildir/"]
+
+
+def test_remote_command_has_a_deadline_and_c_locale():
+    text = rsync.remote_command(["rsync", "a b"], deadline_s=90.7)
+    assert text == "LC_ALL=C timeout -k 5 90 rsync 'a b'"
+
+
+def test_dry_run_itemizes_instead_of_stats():
+    argv = rsync.rsync_argv(job(dry_run_itemize=True), inner_ssh=[])
+    assert "--dry-run" in argv and "--out-format=%i %n" in argv and "--stats" not in argv
+
+
+STATS = """
+Number of files: 5,014 (reg: 5,000, dir: 14)
+Number of created files: 120 (reg: 120)
+Number of deleted files: 7 (reg: 7)
+Number of regular files transferred: 130
+Total file size: 10,240,000 bytes
+Total transferred file size: 266,240 bytes
+Literal data: 266,240 bytes
+Matched data: 0 bytes
+File list size: 65,482
+File list generation time: 0.003 seconds
+File list transfer time: 0.000 seconds
+Total bytes sent: 345,678
+Total bytes received: 2,604
+
+sent 345,678 bytes  received 2,604 bytes  696,564.00 bytes/sec
+total size is 10,240,000  speedup is 29.40
+"""
+
+
+def test_stats_parsing():
+    s = rsync.parse_stats(STATS)
+    assert (s.files_total, s.files_transferred, s.files_deleted, s.bytes_sent,
+            s.bytes_received, s.total_size) == (5014, 130, 7, 345678, 2604, 10240000)
+    assert rsync.parse_stats("nothing").bytes_sent is None
+
+
+def test_itemized_dry_run_lists_overwritten_and_deleted_files_only():
+    out = "\n".join([">f+++++++++ new/100.msg", ">f.st...... cur/1.msg:2,S", "cd+++++++++ tmp/",
+                     "*deleting   cur/2.msg:2,S", "*deleting   olddir/", ".d..t...... cur/",
+                     ">f..t...... cur/3 with space.msg"])
+    assert rsync.parse_itemized(out) == (["cur/1.msg:2,S", "cur/3 with space.msg"], ["cur/2.msg:2,S"])
+
+
+@pytest.mark.parametrize("rc,words", [(0, "success"), (23, "partial"), (24, "vanished"),
+                                      (124, "deadline"), (255, "ssh failed"), (77, "undocumented")])
+def test_exit_codes(rc, words):
+    assert words in rsync.describe_exit(rc)
+
+
+def test_btrfs_snapshot_commands():
+    c = snapshot_commands(SnapshotSpec(kind="btrfs", volume="/srv"), path="/srv/mail/Maildir",
+                          run_id="r1")
+    assert c.create == "btrfs subvolume snapshot -r /srv /srv/.cr-snapshot-r1"
+    assert c.remove == "if [ -d /srv/.cr-snapshot-r1 ]; then btrfs subvolume delete /srv/.cr-snapshot-r1; fi"
+    assert c.source_root == "/srv/.cr-snapshot-r1/mail/Maildir"
+
+
+def test_lvm_snapshot_commands():
+    c = snapshot_commands(SnapshotSpec(kind="lvm", volume="vg0/srv", mountpoint="/srv", size="2G",
+                                       xfs=True), path="/srv/mail/Maildir", run_id="r1")
+    assert c.create == ("lvcreate --snapshot --name cr-snap-r1 --size 2G vg0/srv && mkdir -p "
+                        "/run/cr-orchestrator/snapshots/r1 && mount -o ro,nouuid /dev/vg0/cr-snap-r1 "
+                        "/run/cr-orchestrator/snapshots/r1")
+    assert "umount /run/cr-orchestrator/snapshots/r1" in c.remove and "lvremove -f vg0/cr-snap-r1" in c.remove
+    assert c.source_root == "/run/cr-orchestrator/snapshots/r1/mail/Maildir"
+
+
+def test_snapshot_of_a_path_outside_the_volume_is_refused():
+    with pytest.raises(ConfigError, match="not inside"):
+        snapshot_commands(SnapshotSpec(kind="btrfs", volume="/data"), path="/srv/x", run_id="r")
+    with pytest.raises(ConfigError, match="not btrfs or lvm"):
+        snapshot_commands(SnapshotSpec(kind="zfs", volume="/srv"), path="/srv/x", run_id="r")
+
+
+def test_outer_ssh_with_connection_reuse():
+    plain = rsync.outer_ssh_argv(ssh=SSH, address="198.18.65.11", command="true")
+    assert plain[-2:] == ["root@198.18.65.11", "true"] and "ControlMaster=auto" not in plain
+    mux = rsync.outer_ssh_argv(ssh=SSH, address="198.18.65.11", command="true", control_dir="/run/x")
+    assert mux[-8:-2] == ["-o", "ControlMaster=auto", "-o", "ControlPath=/run/x/%C", "-o",
+                          "ControlPersist=60"]
