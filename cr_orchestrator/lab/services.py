@@ -149,9 +149,15 @@ dovecot_pid=$d/run/dovecot/master.pid
 # alive PIDFILE: the pid runs in this host's network namespace (not a zombie, not a reused
 # pid of another host: killed orphans may stay zombies for a while in containers)
 alive() {{
-  [ -s "$1" ] || return 1
-  p=$(cat "$1")
+  p=$(cat "$1" 2>/dev/null) && [ -n "$p" ] || return 1
   [ "$(readlink /proc/$p/ns/net 2>/dev/null)" = "$(readlink /proc/$$/ns/net)" ]
+}}
+# still: which of the two is still alive, and the kernel's word on its state
+still() {{
+  for f in "$smtpd_pid" "$dovecot_pid"; do
+    alive "$f" && printf '%s pid %s %s; ' "${{f##*/}}" "$(cat "$f")" \
+      "$(grep -m1 '^State:' /proc/$(cat "$f")/status 2>/dev/null)"
+  done
 }}
 case "${{1:-}}" in
 start)
@@ -175,12 +181,20 @@ start)
   done
   echo "mail service started on $host" ;;
 stop)
-  # SIGTERM to both at once (`dovecot stop` polls once a second: a stop took ~3 s)
+  # SIGTERM to both at once (`dovecot stop` polls once a second: a stop took ~3 s), then,
+  # like a service manager after its stop timeout, SIGKILL what is left of either (Dovecot's
+  # master waits up to 6 s for busy children: under load a stop outlived the caller's wait).
   alive "$smtpd_pid" && kill "$(cat "$smtpd_pid")"
   alive "$dovecot_pid" && kill "$(cat "$dovecot_pid")"
   i=0
   while alive "$smtpd_pid" || alive "$dovecot_pid"; do
-    i=$((i+1)); [ $i -gt 100 ] && {{ echo "mailctl: mail service did not stop" >&2; exit 1; }}
+    i=$((i+1))
+    if [ $i -eq 60 ]; then
+      echo "$(date -Is) stop: SIGKILL after 3 s: $(still)" >>"$d/log/mailctl.log"
+      pkill -KILL --ns $$ --nslist net -f 'cr_orchestrator[.]lab[.]smtpd'
+      pkill -KILL --ns $$ --nslist net -f '^(/usr/sbin/)?dovecot'
+    fi
+    [ $i -gt 120 ] && {{ echo "mailctl: mail service did not stop: $(still)" >&2; exit 1; }}
     sleep 0.05
   done
   rm -f "$smtpd_pid"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -121,6 +122,25 @@ def test_the_control_script_reports_and_changes_the_mail_service(lab):
         assert lab.run_on("mail-b", [lab.mailctl, "stop"]).returncode == 0
     assert lab.run_on("mail-b", [lab.mailctl, "status"]).returncode != 0
     assert lab.run_on("mail-b", [lab.mailctl, "is-enabled"]).returncode == 1
+
+
+def test_stop_kills_a_mail_service_that_ignores_sigterm(lab):
+    # A Dovecot master busy with its children ignored SIGTERM for over 5 s under load, and a
+    # switchover failed on it: stop must escalate the way a service manager does.
+    assert lab.run_on("mail-b", [lab.mailctl, "start"]).returncode == 0
+    master = os.path.join(lab.state_dir, "hosts", "mail-b", "run", "dovecot", "master.pid")
+    with open(master) as f:
+        pid = int(f.read())
+    os.kill(pid, signal.SIGSTOP)  # a stopped process acts on no signal but SIGKILL
+    try:
+        stop = lab.run_on("mail-b", [lab.mailctl, "stop"], timeout=20)
+    finally:
+        if os.path.exists(f"/proc/{pid}"):
+            os.kill(pid, signal.SIGKILL)
+    assert stop.returncode == 0, stop.stderr
+    assert lab.run_on("mail-b", [lab.mailctl, "status"]).returncode == 3
+    assert lab.run_on("mail-b", [lab.mailctl, "start"]).returncode == 0  # ports are free again
+    assert lab.run_on("mail-b", [lab.mailctl, "stop"]).returncode == 0
 
 
 def _update(lab, address: str, *, signed: bool):
