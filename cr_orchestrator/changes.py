@@ -184,6 +184,23 @@ def failover(env: Env, cluster: Cluster, *, to: str, expected_epoch: int, reason
                    epoch=epoch)
 
 
+def reassert(env: Env, cluster: Cluster, *, host: str, expected_epoch: int,
+             reason: str) -> Outcome:
+    """Take the shared IP again on the live primary at the current epoch (no new epoch:
+    nothing changes hands). ``switch_ip.yml`` is idempotent: fence check, address and
+    gratuitous ARP, then the client check through the shared IP."""
+    with _lock(env, cluster):
+        primary = _check_epoch(env, cluster, expected_epoch)
+        if host != primary:
+            raise StateError(f"{host} is not the live primary of {cluster.name} "
+                             f"({primary} is): not re-asserting it")
+        result = _play(env, cluster, "switch_ip", limit=None, why=reason, extravars=_extravars(
+            cluster, new_primary=host, old_primary=None, epoch=expected_epoch))
+    word = "re-asserted" if result.ok else "could not re-assert"
+    return Outcome(bool(result.ok), f"{word} {host} at the shared IP of {cluster.name}: "
+                                    f"{result.summary}", epoch=expected_epoch)
+
+
 def demote_rejoined(env: Env, cluster: Cluster, *, host: str, expected_epoch: int,
                     reason: str) -> Outcome:
     """Stop a member that serves although it is not the live primary (rejoin, step 1)."""

@@ -12,7 +12,10 @@ Rules, in order of precedence (the first that applies wins):
 2. the orchestrator is isolated (sees nobody) → HOLD;
 3. no live primary recorded, or it is not a member → HOLD;
 4. a member other than the live primary is serving → DEMOTE_REJOINED;
-5. the live primary is up → RESYNC a member that is behind (once its service has been
+5. the live primary is up → REASSERT it when clients' address (the shared IP) has failed
+   ``failures_before_down`` probes in a row although the primary serves on its own address
+   (a failed take-over, or an address lost to a network restart on the host), else RESYNC
+   a member that is behind (once its service has been
    seen stopped for a few rounds since it answered again; until then NONE, watching it),
    else FAILBACK when ``failback: auto`` and the configured primary has been healthy and
    in sync long enough, else NONE;
@@ -42,6 +45,7 @@ class Action(enum.StrEnum):
     RESYNC = "resync"
     FAILBACK = "failback"
     DEMOTE_REJOINED = "demote_rejoined"
+    REASSERT = "reassert"
 
 
 @dataclass(frozen=True)
@@ -66,6 +70,10 @@ class MemberState:
     lag_s: float | None = None  # replica freshness; None: never synced (or unknown)
     up_rounds: int = 0  # consecutive rounds the host has answered (since it came back)
     observer_cut_off: bool = False  # peers see it serving; the orchestrator cannot reach it
+    # what clients see: the service checked through the shared IP (the orchestrator's
+    # vantage), attributed to the live primary; UNKNOWN where there is no shared IP
+    via_shared_ip: Liveness = Liveness.UNKNOWN
+    via_shared_ip_failures: int = 0
 
 
 @dataclass(frozen=True)
@@ -83,6 +91,7 @@ class ClusterSnapshot:
     restart_attempts: int = 0  # restarts already made for the current incident
     recent_failovers: tuple[float, ...] = ()  # unix times of past failovers
     failback_in_sync_since: float | None = None  # configured primary healthy+in sync since
+    shared_ip: str | None = None  # clients' address, when the cluster switches by shared IP
 
     @classmethod
     def empty(cls, cluster: str = "", *, now: float = 0.0) -> "ClusterSnapshot":
@@ -209,6 +218,17 @@ def _behind(snapshot: ClusterSnapshot, policy: Policy, primary: MemberState) -> 
 
 
 def _healthy_primary(snapshot: ClusterSnapshot, policy: Policy, primary: MemberState) -> Decision:
+    # DOWN with failures at the end (not a DOWN that is answering again): clients have not
+    # reached the service for a few rounds while it serves on the host's own address.
+    if primary.via_shared_ip is Liveness.DOWN and primary.via_shared_ip_failures > 0:
+        address = f"the shared IP {snapshot.shared_ip}" if snapshot.shared_ip else "the shared IP"
+        return Decision(
+            Action.REASSERT,
+            primary.host,
+            f"re-asserting {primary.host} as primary (epoch {snapshot.epoch}): it serves on "
+            f"its own address but {address} failed {primary.via_shared_ip_failures} probes "
+            f"in a row; taking the shared IP again on {primary.host}",
+        )
     behind = _behind(snapshot, policy, primary)
     # Copy only into a member whose service is known to be stopped: one that just came
     # back may be serving (autostart) and must be demoted first, not overwritten live.

@@ -21,7 +21,9 @@ How it judges, per host and per service:
    every verdict is UNKNOWN.
 
 Checks through the shared IP (``detail["target"] == "shared_ip"``) say what clients see,
-not which host is alive, so they do not count here.
+not which host is alive, so they do not count for the host or its service. They get a
+verdict of their own, ``HostAssessment.via_shared_ip`` of the primary they were attributed
+to: the primary may serve on its own address while clients reach nothing.
 """
 
 from __future__ import annotations
@@ -79,6 +81,7 @@ class HostAssessment:
     host: str
     machine: Verdict  # the host itself
     services: dict[str, Verdict] = field(default_factory=dict)
+    via_shared_ip: Verdict | None = None  # None: no check through the shared IP for it
 
     @property
     def service(self) -> Verdict:
@@ -141,6 +144,18 @@ def service_sample(round_obs: list[Observation], service: str, at: float,
     if failed:
         return Sample(at, False, degraded, f"{failed[0].subject}: {failed[0].error or 'failed'}")
     return Sample(at, True, degraded)
+
+
+def shared_ip_sample(round_obs: list[Observation], at: float) -> Sample | None:
+    """Clients got an answer: every check through the shared IP answered this round."""
+    checks = [o for o in round_obs if o.subject.startswith("check:")
+              and o.detail.get("target") == "shared_ip"]
+    if not checks:
+        return None
+    failed = [o for o in checks if o.health not in _ANSWERED]
+    if failed:
+        return Sample(at, False, error=f"{failed[0].subject}: {failed[0].error or 'failed'}")
+    return Sample(at, True, any(o.health is Health.DEGRADED for o in checks))
 
 
 # ---------------------------------------------------------------- the state machine
@@ -249,7 +264,12 @@ def assess(*, cluster: Cluster, observations: Iterable[Observation], now: float,
     names = [s.name for s in cluster.services]
     host_views: dict[str, list[View]] = defaultdict(list)
     service_views: dict[tuple[str, str], list[View]] = defaultdict(list)
+    shared_views: dict[str, list[View]] = defaultdict(list)
     for (host, vantage), by_at in rounds.items():
+        via = [shared_ip_sample(obs, at) for at, obs in by_at.items()]
+        if any(via):
+            shared_views[host].append(run_view(vantage=vantage, samples=[s for s in via if s],
+                                               policy=policy, now=now, stale_after_s=stale))
         samples = [host_sample(obs, at) for at, obs in by_at.items()]
         host_views[host].append(run_view(vantage=vantage, samples=[s for s in samples if s],
                                          policy=policy, now=now, stale_after_s=stale))
@@ -268,7 +288,10 @@ def assess(*, cluster: Cluster, observations: Iterable[Observation], now: float,
         machine = combine(what=host, views=host_views.get(host, []), policy=policy, now=now)
         services = {n: combine(what=f"{n} on {host}", views=service_views.get((host, n), []),
                                policy=policy, now=now) for n in names}
-        hosts[host] = HostAssessment(host, machine, services)
+        via = (combine(what=f"the service through the shared IP (primary {host})",
+                       views=shared_views[host], policy=policy, now=now)
+               if shared_views.get(host) else None)
+        hosts[host] = HostAssessment(host, machine, services, via)
     if not isolated:
         cut = [h for h, a in hosts.items() if a.machine.observer_cut_off]
         reason = (f"the orchestrator cannot reach {', '.join(cut)} but a peer can: "

@@ -23,8 +23,8 @@ from __future__ import annotations
 import logging
 
 from cr_orchestrator.changes import (  # noqa: F401 - re-exported: the flows' public API
-    LOCK_TTL_S, Env, Outcome, demote_rejoined, failover, flow_budget_s, restart_service,
-    resync, switchover, sync_sets,
+    LOCK_TTL_S, Env, Outcome, demote_rejoined, failover, flow_budget_s, reassert,
+    restart_service, resync, switchover, sync_sets,
 )
 from cr_orchestrator.decide import Action, ClusterSnapshot, Decision, decide
 from cr_orchestrator.errors import CrError
@@ -131,7 +131,7 @@ def _health_word(m) -> str:
 # Actions that a failure would otherwise repeat every round: they back off instead.
 # (A failed restart counts as an attempt and leads to failover; a failover changes the
 # primary, so the next decision differs.)
-BACKOFF_ACTIONS = (Action.DEMOTE_REJOINED, Action.RESYNC, Action.FAILBACK)
+BACKOFF_ACTIONS = (Action.DEMOTE_REJOINED, Action.RESYNC, Action.FAILBACK, Action.REASSERT)
 
 
 def act(env: Env, cluster: Cluster, decision: Decision, snapshot: ClusterSnapshot) -> Outcome:
@@ -168,6 +168,9 @@ def _dispatch(env: Env, cluster: Cluster, decision: Decision,
         if decision.action is Action.DEMOTE_REJOINED:
             return demote_rejoined(env, cluster, host=decision.target,
                                    expected_epoch=snapshot.epoch, reason=decision.reason)
+        if decision.action is Action.REASSERT:
+            return reassert(env, cluster, host=decision.target, expected_epoch=snapshot.epoch,
+                            reason=decision.reason)
         if decision.action is Action.RESYNC:
             return resync(env, cluster, host=decision.target, reason=decision.reason)
         if decision.action is Action.FAILBACK:

@@ -60,6 +60,7 @@ def build_snapshot(*, cluster: Cluster, assessment, primary: str | None, epoch: 
             # the host itself (a service view that lags, e.g. right after a promotion,
             # is no sign of a cut-off orchestrator)
             observer_cut_off=machine.observer_cut_off,
+            **_via_shared_ip(view),
         ))
     return ClusterSnapshot(
         cluster=cluster.name, members=tuple(members), primary=primary, epoch=epoch, now=now,
@@ -68,4 +69,12 @@ def build_snapshot(*, cluster: Cluster, assessment, primary: str | None, epoch: 
         replicated=bool(cluster.replica_sets), restart_attempts=restart_attempts,
         recent_failovers=tuple(recent_failovers),
         failback_in_sync_since=failback_in_sync_since,
+        shared_ip=cluster.switch.shared_ip.ip if cluster.switch.shared_ip else None,
     )
+
+
+def _via_shared_ip(view) -> dict:
+    via = view.via_shared_ip
+    if via is None:
+        return {}
+    return {"via_shared_ip": via.liveness, "via_shared_ip_failures": via.failures}

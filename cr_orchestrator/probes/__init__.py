@@ -54,10 +54,13 @@ def check_targets(*, topology: Topology, cluster: Cluster, hosts: list[str]) -> 
     return targets
 
 
-def shared_ip_targets(*, cluster: Cluster, primary: str) -> list[CheckTarget]:
-    """Checks through the shared IP, attributed to the primary that should hold it."""
+def shared_ip_targets(*, topology: Topology, cluster: Cluster,
+                      primary: str) -> list[CheckTarget]:
+    """Checks through the shared IP, attributed to the primary that should hold it (none
+    when the primary is on another site than the address: clients follow it by DNS)."""
     shared = cluster.switch.shared_ip
-    if shared is None:
+    if shared is None or (shared.site is not None
+                          and topology.hosts[primary].site != shared.site):
         return []
     return [CheckTarget(primary, shared.ip, check, service.name, target="shared_ip")
             for service in cluster.services for check in service.checks]
@@ -108,7 +111,7 @@ def probe_cluster(*, topology: Topology, cluster: Cluster, primary: str, timeout
                     primary, cluster.name)
         return _run_jobs(_host_and_check_jobs(topology, cluster, members, at, timeout_s,
                                               control_dir, []), at=at, timeout_s=timeout_s)
-    shared = (shared_ip_targets(cluster=cluster, primary=primary)
+    shared = (shared_ip_targets(topology=topology, cluster=cluster, primary=primary)
               if only is None or primary in only else [])
     jobs = _host_and_check_jobs(topology, cluster, members, at, timeout_s, control_dir, shared)
     peer_targets = check_targets(topology=topology, cluster=cluster, hosts=[primary])

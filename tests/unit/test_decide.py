@@ -183,6 +183,26 @@ ROWS = [
      Action.RESYNC, "mail-dr", ["resyncing mail-dr"]),
     ("paused beats failback", after_failover(failback_in_sync_since=NOW - 90, paused=True),
      AUTO, Action.HOLD, None, ["paused by an operator", "would otherwise do failback"]),
+    ("clients cannot reach a serving primary: re-assert it", replace(with_member(
+        healthy(), "mail-a", via_shared_ip=DOWN, via_shared_ip_failures=3),
+        shared_ip="198.18.0.100"), POLICY, Action.REASSERT, "mail-a",
+     ["re-asserting mail-a as primary (epoch 3)", "the shared IP 198.18.0.100 failed 3 probes"]),
+    ("re-assert beats resync", with_member(with_member(
+        healthy(), "mail-a", via_shared_ip=DOWN, via_shared_ip_failures=3), "mail-dr",
+        lag_s=999.0), POLICY, Action.REASSERT, "mail-a", ["re-asserting mail-a"]),
+    ("shared IP answering again after a failed stretch: no re-assert", with_member(
+        healthy(), "mail-a", via_shared_ip=DOWN, via_shared_ip_failures=0), POLICY,
+     Action.NONE, None, ["mail-a is primary (epoch 3) and up"]),
+    ("shared IP only suspect: no re-assert yet", with_member(
+        healthy(), "mail-a", via_shared_ip=SUSPECT, via_shared_ip_failures=1), POLICY,
+     Action.NONE, None, ["mail-a is primary (epoch 3) and up"]),
+    ("a serving non-primary is demoted before the shared IP is re-asserted", with_member(
+        with_member(healthy(), "mail-a", via_shared_ip=DOWN, via_shared_ip_failures=3),
+        "mail-b", service_liveness=UP), POLICY, Action.DEMOTE_REJOINED, "mail-b",
+     ["demoting mail-b"]),
+    ("paused beats re-assert", replace(with_member(healthy(), "mail-a", via_shared_ip=DOWN, via_shared_ip_failures=3),
+             paused=True), POLICY, Action.HOLD, None,
+     ["paused by an operator", "would otherwise do reassert"]),
 ]
 
 

@@ -109,3 +109,24 @@ def test_never_synced_member_has_no_lag_and_the_primary_is_the_source():
     assert lags == {"mail-a": 0.0, "mail-b": 3.0, "mail-dr": None}
     no_sets = replace(c, replica_sets=())
     assert member_lags(cluster=no_sets, per_set={}, primary="mail-a")["mail-b"] is None
+
+
+def test_primary_serving_while_its_shared_ip_fails_is_reasserted():
+    c = replace(cluster(), switch=m.ClientSwitch(shared_ip=m.SharedIp("198.18.0.100/24", "eth0")))
+    window = []
+    for i, ok in enumerate([True, True, False, False, False]):
+        at = 100.0 + 2 * i
+        window += round_of(at, **OK)
+        window.append(Observation("mail-a", ORCHESTRATOR, SMTP.format("198.18.0.100"),
+                                  Health.OK if ok else Health.UNREACHABLE, at,
+                                  error=None if ok else "no answer within 0.8s",
+                                  detail={"service": "mail", "target": "shared_ip"}))
+    now = 108.5
+    snap = build_snapshot(cluster=c, assessment=assess(cluster=c, observations=window, now=now),
+                          primary="mail-a", epoch=2, paused=False,
+                          lags={"mail-a": 0.0, "mail-b": 4.0, "mail-dr": 25.0},
+                          restart_attempts=0, recent_failovers=(), failback_in_sync_since=None,
+                          now=now)
+    d = decide(snap, c.policy)
+    assert (d.action, d.target) == (Action.REASSERT, "mail-a"), d.reason
+    assert "the shared IP 198.18.0.100 failed 3 probes in a row" in d.reason

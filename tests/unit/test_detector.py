@@ -191,3 +191,27 @@ def test_shared_ip_checks_do_not_make_a_dead_host_alive():
     verdict = assess(cluster=CLUSTER, observations=obs, now=now).hosts["mail-a"]
     assert verdict.machine.liveness is DOWN
     assert verdict.services["MDaemon"].liveness is DOWN
+
+
+def _via_shared_ip(pattern: str, *, start: float = 1000.0) -> list[Observation]:
+    health = {"+": Health.OK, "x": Health.UNREACHABLE}
+    return [Observation("mail-a", ORCHESTRATOR, "check:smtp:25@198.18.0.100", health[c],
+                        start + i, 0.01, None if c == "+" else "no answer within 1.0s",
+                        {"service": "MDaemon", "target": "shared_ip"})
+            for i, c in enumerate(pattern)]
+
+
+@pytest.mark.parametrize("pattern,liveness,failures", [
+    ("+++++", UP, 0),
+    ("+++xx", SUSPECT, 2),
+    ("++xxx", DOWN, 3),
+    ("xxxx+", DOWN, 0),  # answering again: not yet up, no failures at the end
+    ("xxx++", UP, 0),  # two good rounds in a row: up again
+])
+def test_checks_through_the_shared_ip_get_a_verdict_of_their_own(pattern, liveness, failures):
+    obs, now = story(a="+++++", peer="+++++")
+    verdict = assess(cluster=CLUSTER, observations=obs + _via_shared_ip(pattern), now=now)
+    a = verdict.hosts["mail-a"]
+    assert (a.via_shared_ip.liveness, a.via_shared_ip.failures) == (liveness, failures)
+    assert (a.machine.liveness, a.service.liveness) == (UP, UP)  # the host still serves
+    assert verdict.hosts["mail-b"].via_shared_ip is None  # not the primary: not checked
