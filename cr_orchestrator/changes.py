@@ -160,11 +160,12 @@ def failover(env: Env, cluster: Cluster, *, to: str, expected_epoch: int, reason
             raise StateError(f"{to} is already the primary of {cluster.name}")
         with _set_locks(env, cluster, wait_s=FAILOVER_SYNC_WAIT_S,
                         why=f"not promoting {to} yet",
-                        # Not ``old_primary_down``: in the lab a sync "from" the crashed
-                        # primary still ended 3.5 s after the decision and its rsync
-                        # --delete removed the first mail the new primary took (the
-                        # failback story lost it 4 runs of 4). Wait for it.
-                        source_is_down=False):
+                        # A sync from a crashed primary may still run into ``to``: its
+                        # receiving rsync outlives the dead sender, and its --delete once
+                        # removed the first mail the new primary took. The one-script
+                        # take-over ends that receiver before serving, so only then is
+                        # there no need to wait for the sync's own timeout.
+                        source_is_down=old_primary_down and ends_incoming_sync(env, cluster, to)):
             now = env.clock()
             epoch = env.state.promote(cluster=cluster.name, new_primary=to,
                                       expected_epoch=expected_epoch, now=now)
@@ -199,6 +200,17 @@ def reassert(env: Env, cluster: Cluster, *, host: str, expected_epoch: int,
     word = "re-asserted" if result.ok else "could not re-assert"
     return Outcome(bool(result.ok), f"{word} {host} at the shared IP of {cluster.name}: "
                                     f"{result.summary}", epoch=expected_epoch)
+
+
+def ends_incoming_sync(env: Env, cluster: Cluster, host: str) -> bool:
+    """True when a failover with the old primary down takes over ``host`` through the
+    one-script take-over (playbooks/includes/take_over_linux.yml): a Linux host whose
+    services all have control commands. That script kills any rsync still receiving into
+    the replicated paths before the service starts; the role path (Windows) does not."""
+    from cr_orchestrator.model import Platform
+
+    return (env.topology.hosts[host].platform is Platform.LINUX
+            and all(service.control is not None for service in cluster.services))
 
 
 def demote_rejoined(env: Env, cluster: Cluster, *, host: str, expected_epoch: int,

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import time
+
 import pytest
 
 from cr_orchestrator import flows
@@ -272,6 +274,36 @@ def test_failover_from_a_confirmed_down_host_still_waits_for_a_running_sync(env,
     assert rec.calls[0][3]["cr_old_primary_down"] is True
 
 
+def test_failover_from_a_confirmed_down_host_to_a_linux_take_over_does_not_wait(env, rec,
+                                                                              monkeypatch):
+    from dataclasses import replace
+
+    from cr_orchestrator import changes
+    from cr_orchestrator import model as m
+
+    # With control commands on a Linux target the take-over script itself ends the rsync
+    # still receiving from the dead primary before the service starts: no need to sit out
+    # the stale sync's ssh timeout (the outage clients see).
+    mail = cluster(env)
+    controlled = replace(mail, services=tuple(
+        replace(s, control=m.ServiceControl("mailctl start", "mailctl stop", "mailctl status"))
+        for s in mail.services))
+    env.topology = replace(env.topology, clusters={**env.topology.clusters, "mail": controlled})
+    monkeypatch.setattr(changes, "FAILOVER_SYNC_WAIT_S", 30)
+    with env.state.lock(cluster="mail", replica_set="maildata"):
+        started = time.monotonic()
+        out = flows.failover(env, controlled, to="mail-b", expected_epoch=0, reason="down",
+                             old_primary_down=True)
+        waited = time.monotonic() - started
+    assert out.ok and env.state.epoch("mail") == 1 and waited < 10, (out, waited)
+    assert rec.calls[0][3]["cr_old_primary_down"] is True
+    # a service-only failure (host up) still waits: its sync can still write
+    with env.state.lock(cluster="mail", replica_set="maildata"):
+        monkeypatch.setattr(changes, "FAILOVER_SYNC_WAIT_S", 0.3)
+        with pytest.raises(StateError, match="not promoting mail-a yet"):
+            flows.failover(env, controlled, to="mail-a", expected_epoch=1, reason="down")
+
+
 def test_no_scheduled_sync_runs_while_a_failover_moves_the_primary(env, rec):
     seen = []
 
@@ -367,3 +399,17 @@ def test_old_primary_down_is_passed_to_the_failover_playbook_only_when_its_host_
     assert playbook == "failover"
     assert extravars.get("cr_old_primary_down", False) is passed
     assert ("cr_old_primary_down" in extravars) is passed  # absent, not false, otherwise
+
+
+def test_reassert_runs_switch_ip_on_the_live_primary_at_the_same_epoch(env, rec):
+    out = flows.reassert(env, cluster(env), host="mail-a", expected_epoch=0,
+                         reason="the shared IP failed 3 probes")
+    assert out.ok and env.state.epoch("mail") == 0, out
+    assert rec.names() == ["switch_ip"]
+    extravars = rec.calls[0][3]
+    assert (extravars["cr_new_primary"], extravars["cr_epoch"]) == ("mail-a", 0)
+    assert "cr_old_primary" not in extravars  # nothing is taken from anybody
+    with pytest.raises(StateError, match="mail-b is not the live primary of mail"):
+        flows.reassert(env, cluster(env), host="mail-b", expected_epoch=0, reason="x")
+    with pytest.raises(StateError, match="moved on to epoch 0"):
+        flows.reassert(env, cluster(env), host="mail-a", expected_epoch=3, reason="x")
