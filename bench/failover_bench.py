@@ -105,7 +105,7 @@ def bench_orchestrator(lab: Lab, profile: str, trials: int, workdir: Path) -> li
                 watch.stop()
             outages.append(outage)
             print(f"  {profile} trial {trial + 1}: {primary} crashed -> {other}: "
-                  f"client outage {outage:.2f} s", flush=True)
+                  f"client outage {outage:.2f} s ({phases(state, crash_at)})", flush=True)
             healed_at = time.time()
             lab.heal(primary)
             wait(f"{primary} resynced", lambda: any(
@@ -121,6 +121,24 @@ def bench_orchestrator(lab: Lab, profile: str, trials: int, workdir: Path) -> li
         for key in redis_client.scan_iter(match=f"{prefix}:*", count=1000):
             redis_client.delete(key)
     return outages
+
+
+def phases(state, crash_at: float) -> str:
+    """Where a trial's time went, from the cluster's event stream (times after the crash)."""
+    def first(kind: str, **match):
+        return next((e for e in state.events("mail", count=300)
+                     if e.kind == kind and e.at >= crash_at
+                     and all(e.data.get(k) == v for k, v in match.items())), None)
+
+    decided = first("decision", action="failover")
+    promoted = first("promotion")
+    play = wait("the failover playbook's event", lambda: first("playbook", playbook="failover"),
+                30)
+    if decided is None or promoted is None:
+        return "phases unknown"
+    started = play.at - float(play.data["duration_s"])
+    return (f"decided +{decided.at - crash_at:.2f} s, promoted +{promoted.at - crash_at:.2f} s, "
+            f"playbook {started - crash_at:+.2f}..{play.at - crash_at:+.2f} s")
 
 
 # ------------------------------------------------------------------------ keepalived

@@ -55,7 +55,7 @@ def sync_replica_set(*, topology: Topology, cluster: str, replica_set: str, sour
     else:
         backend = LinuxBackend(topology=topology, plan=plan, run_id=run_id,
                                snapshot=linux_snapshot, inner_key_file=inner_key_file,
-                               ssh_control_dir=ssh_control_dir)
+                               ssh_control_dir=ssh_control_dir, epoch=epoch)
     run = _Run(plan=plan, epoch=epoch, store=store, now=now, progress=on_progress,
                deadline_s=deadline, backend=backend)
     started = now()

@@ -83,8 +83,9 @@ class LinuxBackend:
 
     def __init__(self, *, topology: Topology, plan: SyncPlan, run_id: str,
                  snapshot: SnapshotSpec | None = None, inner_key_file: str | None = None,
-                 ssh_control_dir: str | None = None) -> None:
+                 ssh_control_dir: str | None = None, epoch: int | None = None) -> None:
         self.topology = topology
+        self.epoch = epoch  # fencing token checked on each target (None: not fenced)
         self.control_dir = ssh_control_dir
         self.plan = plan
         self.run_id = run_id
@@ -125,7 +126,8 @@ class LinuxBackend:
             source_path=self.source_root, target_user=host.ssh.user,
             target_address=target.address, target_path=target.path, excludes=rs.excludes,
             checksum=rs.checksum, bandwidth_limit_kbps=rs.bandwidth_limit_kbps,
-            dry_run_itemize=dry_run)
+            dry_run_itemize=dry_run,
+            fence=(self.plan.cluster, self.epoch) if self.epoch is not None else None)
 
     def _command(self, target: TargetPlan, *, dry_run: bool, deadline_s: float) -> str:
         host = self.topology.hosts[target.host]

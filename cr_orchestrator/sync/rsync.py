@@ -7,6 +7,13 @@ over the cluster network. The ssh options for that inner hop are passed explicit
 with ``-e`` (key, port, no known_hosts prompts, short connect timeout), never taken from
 ``~/.ssh``. The remote side is wrapped in ``timeout`` so a stuck transfer dies on the host
 even if the orchestrator's ssh session is gone.
+
+The receiving side is fenced too (``--rsync-path``): before the target's rsync starts, a
+few lines of shell on the target compare the sync's epoch with the epoch recorded on the
+target by the last promotion there, and refuse when the target's is newer. A sync that
+an old primary started before a failover (its ssh still retrying while the host was
+down) can then never overwrite the new primary once that one has taken over, whatever
+Redis said when the sync began.
 """
 
 from __future__ import annotations
@@ -18,6 +25,9 @@ from dataclasses import dataclass
 from cr_orchestrator.model import SshSettings
 
 CONNECT_TIMEOUT_S = 5
+# Where promotions record the epoch on a Linux host (roles/cr_fence: cr_fence_dir_linux)
+EPOCH_DIR = "/var/lib/cr-orchestrator"
+FENCE_REFUSED = "cr-orchestrator: refused"
 IO_TIMEOUT_S = 60
 RSYNC_CODES = {
     0: "success",
@@ -64,6 +74,21 @@ class RsyncJob:
     checksum: bool = False
     bandwidth_limit_kbps: int | None = None
     dry_run_itemize: bool = False  # list what would change instead of changing it
+    # (cluster, epoch): refuse on the target when it recorded a newer epoch for cluster
+    fence: tuple[str, int] | None = None
+
+
+def fenced_rsync_path(*, cluster: str, epoch: int) -> str:
+    """Shell run on the target instead of plain ``rsync`` (rsync appends its server
+    arguments): refuse unless the target's epoch record for ``cluster`` is missing or at
+    most ``epoch``; an unreadable or malformed record refuses too (fail closed)."""
+    record = shlex.quote(f"{EPOCH_DIR}/{cluster}.epoch")
+    return (f"f={record}; have=0; if [ -e \"$f\" ]; then have=$(cat \"$f\") || have=x; fi; "
+            f"case $have in ''|*[!0-9]*) echo \"{FENCE_REFUSED}: the epoch record $f on "
+            f"$(hostname) holds '$have', not a whole number\" >&2; exit 1;; esac; "
+            f"if [ \"$have\" -gt {int(epoch)} ]; then echo \"{FENCE_REFUSED}: this sync "
+            f"carries epoch {int(epoch)} but $(hostname) was promoted at epoch $have: not "
+            f"overwriting it\" >&2; exit 1; fi; rsync")
 
 
 def ssh_options(ssh: SshSettings, *, key_file: str | None = None) -> list[str]:
@@ -94,6 +119,8 @@ def rsync_argv(job: RsyncJob, *, inner_ssh: list[str]) -> list[str]:
         argv.append(f"--bwlimit={max(1, job.bandwidth_limit_kbps * 1000 // 8192)}")
     for pattern in job.excludes:
         argv += ["--exclude", pattern]
+    if job.fence is not None:
+        argv.append(f"--rsync-path={fenced_rsync_path(cluster=job.fence[0], epoch=job.fence[1])}")
     argv += ["-e", shlex.join(["ssh", *inner_ssh])]
     argv += [job.source_path.rstrip("/") + "/",
              f"{job.target_user}@{job.target_address}:{job.target_path.rstrip('/')}/"]

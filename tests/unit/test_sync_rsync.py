@@ -111,3 +111,21 @@ def test_outer_ssh_with_connection_reuse():
     mux = rsync.outer_ssh_argv(ssh=SSH, address="198.18.65.11", command="true", control_dir="/run/x")
     assert mux[-8:-2] == ["-o", "ControlMaster=auto", "-o", "ControlPath=/run/x/%C", "-o",
                           "ControlPersist=60"]
+
+
+def test_a_fenced_job_checks_the_targets_epoch_record_before_rsync_starts():
+    import subprocess
+
+    from cr_orchestrator.sync.rsync import RsyncJob, fenced_rsync_path, rsync_argv
+
+    job = RsyncJob("/srv/mail", "root", "198.18.1.12", "/srv/mail", fence=("mail", 4))
+    argv = rsync_argv(job, inner_ssh=["-p", "22"])
+    path = [a for a in argv if a.startswith("--rsync-path=")]
+    assert path == [f"--rsync-path={fenced_rsync_path(cluster='mail', epoch=4)}"]
+    assert "/var/lib/cr-orchestrator/mail.epoch" in path[0] and '-gt 4 ]' in path[0]
+    assert path[0].endswith("; rsync")  # rsync appends its --server arguments here
+    # valid shell for the target's login shell
+    assert subprocess.run(["sh", "-n", "-c", path[0].split("=", 1)[1]]).returncode == 0
+    unfenced = rsync_argv(RsyncJob("/srv/mail", "root", "198.18.1.12", "/srv/mail"),
+                          inner_ssh=["-p", "22"])
+    assert not [a for a in unfenced if a.startswith("--rsync-path")]

@@ -42,3 +42,13 @@ def tree_hashes(root: str) -> dict[str, str]:
 def reset(path: str) -> None:
     shutil.rmtree(path, ignore_errors=True)
     shutil.rmtree(path + ".cr-quarantine", ignore_errors=True)
+
+
+def forget_promotions(lab) -> None:
+    """A fresh cluster: no epoch recorded on any lab host. Earlier tests of the session
+    (playbooks) promote hosts; their records would fence these tests' epoch-0 syncs."""
+    import glob
+
+    for host in lab.hosts:
+        for record in glob.glob(os.path.join(lab.state_dir_of(host), "*.epoch")):
+            os.unlink(record)

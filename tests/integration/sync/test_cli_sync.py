@@ -12,7 +12,7 @@ import yaml
 
 from cr_orchestrator.state import ClusterState
 
-from .lab_helpers import generate_maildir, reset, tree_hashes
+from .lab_helpers import forget_promotions, generate_maildir, reset, tree_hashes
 
 pytestmark = pytest.mark.lab
 
@@ -28,6 +28,7 @@ def cli_world(sync_lab, redis_client, tmp_path):
     roots = {h: lab.data_dir(h) + "/crsync-cli" for h in ("mail-a", "mail-b", "mail-dr")}
     for root in roots.values():
         reset(root)
+    forget_promotions(lab)
     prefix = f"crtest-{uuid.uuid4().hex[:8]}"
     yield lab, str(path), prefix, roots
     for root in roots.values():

@@ -21,7 +21,7 @@ import pytest
 
 from cr_orchestrator.model import ReplicaSet, ReplicaTarget
 from cr_orchestrator.sync import FreshnessStore, TargetPathLock, sync_replica_set
-from .lab_helpers import generate_maildir, make_message, reset, tree_hashes
+from .lab_helpers import forget_promotions, generate_maildir, make_message, reset, tree_hashes
 
 pytestmark = pytest.mark.lab
 
@@ -49,6 +49,7 @@ def world(sync_lab, redis_client):
              "mail-dr": lab.data_dir("mail-dr") + "/dr/crsync/Maildir"}
     for root in roots.values():
         reset(root)
+    forget_promotions(lab)
     prefix = f"crtest-{uuid.uuid4().hex[:8]}"
     store = FreshnessStore(redis_client, prefix)
     yield lab, topo, store, roots
@@ -237,3 +238,36 @@ def test_7_a_frozen_target_is_cut_off_at_the_deadline(world):
     # killed by `timeout` on the primary (124/137) or ssh's own connect timeout (255)
     assert "deadline" in by_host["mail-dr"].error or re.search(CONNECTION_LOST, by_host["mail-dr"].error)
     assert elapsed < 3 + 10 + 5  # deadline + local kill grace + slack: nothing waited longer
+
+
+def test_8_a_target_promoted_at_a_newer_epoch_refuses_an_older_sync(world, redis_client):
+    # The race this closes: an old primary's sync started before a failover (its ssh
+    # retrying while the host was down) reached the new primary after the take-over and
+    # its --delete removed mail taken there. The target's own epoch record now refuses it.
+    lab, topo, _store, roots = world
+    store = FreshnessStore(redis_client, f"crtest-{uuid.uuid4().hex[:8]}")
+    generate_maildir(roots["mail-a"], count=20, start=90000)
+    record = os.path.join(lab.state_dir_of("mail-dr"), "mail.epoch")
+    taken_there = os.path.join(roots["mail-dr"], "new", "taken-on-the-new-primary")
+    os.makedirs(os.path.dirname(taken_there), exist_ok=True)
+    with open(taken_there, "wb") as fh:
+        fh.write(make_message(1, 500))
+    with open(record, "w") as fh:
+        fh.write("7\n")
+    try:
+        report = sync_replica_set(topology=topo, cluster="mail", replica_set="maildir",
+                                  source="mail-a", epoch=3, store=store, deadline_s=DEADLINE_S)
+        by_host = {t.host: t for t in report.targets}
+        assert by_host["mail-b"].ok, by_host["mail-b"].error  # no record there: not fenced
+        assert not by_host["mail-dr"].ok
+        assert ("cr-orchestrator: refused: this sync carries epoch 3 but mail-dr was promoted "
+                "at epoch 7: not overwriting it") in by_host["mail-dr"].error
+        assert os.path.exists(taken_there)  # --delete never ran there
+        # at the target's own epoch (or later) the sync goes through
+        later = sync_replica_set(topology=topo, cluster="mail", replica_set="maildir",
+                                 source="mail-a", epoch=7, store=store, deadline_s=DEADLINE_S)
+        assert all(t.ok for t in later.targets), [t.error for t in later.targets]
+        assert not os.path.exists(taken_there)
+        assert_copies_of(roots, "mail-a", "mail-b", "mail-dr")
+    finally:
+        os.unlink(record)
