@@ -87,10 +87,21 @@ def ansible_env() -> dict[str, str]:
         "ANSIBLE_ROLES_PATH": str(REPO_ROOT / "roles"),
         "ANSIBLE_HOST_KEY_CHECKING": os.environ.get("ANSIBLE_HOST_KEY_CHECKING", "False"),
         "ANSIBLE_NOCOLOR": "1",
+        # The probes' ssh master connections (same ControlPath %C: same address, port and
+        # user): they are renewed every round, so a failover playbook finds its connection
+        # to the new primary open instead of paying a handshake on the outage's clock
+        # (Ansible's own masters expire 10 minutes after the last run).
+        "ANSIBLE_SSH_CONTROL_PATH_DIR": str(_probe_control_dir()),
         # ansible-playbook of this Python's environment (the venv) first.
         "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
     }
     return env
+
+
+def _probe_control_dir() -> Path:
+    from cr_orchestrator.probes.ssh_probe import default_control_dir
+
+    return default_control_dir()
 
 
 def build_cmdline(*, check: bool, vault_password_file: str | None) -> str:

@@ -60,6 +60,18 @@ def test_environment_points_at_our_config_and_roles():
     assert env["PATH"].split(":")[0] == str(Path(sys.executable).parent)
 
 
+def test_playbooks_ride_on_the_probes_ssh_masters(monkeypatch, tmp_path):
+    # same directory and the same %C name as the probes' ssh: the connection to a new
+    # primary is already open when a failover starts
+    from cr_orchestrator.probes.ssh_probe import default_control_dir
+
+    monkeypatch.setenv("CR_SSH_CONTROL_DIR", str(tmp_path / "cp"))
+    assert pr.ansible_env()["ANSIBLE_SSH_CONTROL_PATH_DIR"] == str(tmp_path / "cp")
+    assert default_control_dir() == tmp_path / "cp"
+    cfg = (pr.REPO_ROOT / "ansible.cfg").read_text()
+    assert "control_path = %(directory)s/%%C" in cfg
+
+
 def test_artifacts_root_follows_cr_artifacts(monkeypatch, tmp_path):
     monkeypatch.setenv("CR_ARTIFACTS", str(tmp_path / "runs"))
     assert pr.artifacts_root() == (tmp_path / "runs").resolve()
