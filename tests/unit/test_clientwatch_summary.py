@@ -39,3 +39,17 @@ def test_outage_around_a_crash_spans_last_answer_before_to_first_after():
                sample(3.4, True), sample(3.5, True)]
     assert outage_around(samples, 0.55) == 3.4 - 0.5
     assert outage_around(samples[:4], 0.55) is None  # not answering again yet
+
+
+def test_samples_written_out_of_start_order_read_back_in_order(tmp_path):
+    # overlapping samples finish out of order: one waiting 0.5 s for a dead address ends
+    # after the quicker ones started later
+    import json
+
+    from cr_orchestrator.clientwatch import read_samples
+
+    lines = [sample(0.2, True), sample(0.0, True), sample(0.3, True), sample(0.1, False)]
+    path = tmp_path / "watch.jsonl"
+    path.write_text("".join(json.dumps(s) + "\n" for s in lines) + '{"t": 0.4, "sha')
+    assert [s["t"] for s in read_samples(path)] == [0.0, 0.1, 0.2, 0.3]
+    assert round(summarise(lines).longest_outage_s, 2) == 0.1
