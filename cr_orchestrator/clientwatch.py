@@ -191,10 +191,17 @@ def wait_until(what: str, predicate, *, timeout_s: float, every_s: float = 0.2):
 
 
 def outage_around(samples: list[dict], t: float) -> float | None:
-    """Seconds from the last answer through the shared IP at or before ``t`` to the first
-    answer after it (None until the service answers again)."""
-    before = [s["t"] for s in samples if s["t"] <= t and s["shared_ip_serves"]]
-    after = [s["t"] for s in samples if s["t"] > t and s["shared_ip_serves"]]
+    """The outage that began at or after ``t`` (a crash): seconds from the last answer
+    through the shared IP before its first failed sample to the first answer after that
+    (None until the service answers again). Samples that started just after ``t``, before
+    the fault took hold, still answered: they are before the outage, not its end."""
+    ordered = sorted(samples, key=lambda s: s["t"])
+    first_fail = next((s["t"] for s in ordered
+                       if s["t"] >= t and not s["shared_ip_serves"]), None)
+    if first_fail is None:
+        return None
+    before = [s["t"] for s in ordered if s["t"] < first_fail and s["shared_ip_serves"]]
+    after = [s["t"] for s in ordered if s["t"] > first_fail and s["shared_ip_serves"]]
     return (min(after) - max(before)) if before and after else None
 
 

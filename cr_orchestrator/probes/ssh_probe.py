@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import shlex
+import socket
 import signal
 import subprocess
 import tempfile
@@ -262,6 +263,23 @@ def unreachable(*, host: str, services: list[Service], at: float, latency_s: flo
             for subject in subjects]
 
 
+def tcp_unreachable(host: Host, *, timeout_s: float) -> str | None:
+    """Why a TCP connection to ``host``'s ssh port did not open within ``timeout_s``, or
+    None when it did (or when ssh goes through a proxy: then only ssh itself can tell)."""
+    if host.ssh is None or "proxy" in (host.ssh.common_args or "").lower():
+        return None
+    try:
+        socket.create_connection((host.management_address, host.ssh.port),
+                                 timeout=timeout_s).close()
+        return None
+    except ConnectionRefusedError:
+        return f"ssh: port {host.ssh.port} refused the connection"
+    except TimeoutError:
+        return f"ssh: no TCP connection to port {host.ssh.port} within {timeout_s:.1f}s"
+    except OSError as exc:
+        return f"ssh: cannot connect to port {host.ssh.port}: {exc.strerror or exc}"
+
+
 def probe_linux_host(*, host: Host, services: list[Service], data_paths: list[str],
                      timeout_s: float, at: float | None = None,
                      control_dir: Path | None = None) -> list[Observation]:
@@ -277,8 +295,17 @@ def probe_linux_host(*, host: Host, services: list[Service], data_paths: list[st
         return unreachable(host=host.name, services=services, at=at, latency_s=0.0,
                            error=f"cannot create ssh control dir {control_dir}: {exc}")
     deadline = session_deadline(host=host, control_dir=control_dir, timeout_s=timeout_s)
-    # TCP connect keeps the short timeout (a dead host fails fast); the allowance is for
-    # the key exchange and authentication of a live one.
+    if deadline > timeout_s:
+        # Cold (no master): the allowance is for the key exchange and authentication of a
+        # live host. ssh's ConnectTimeout counts whole seconds (at least 1), so a dead host
+        # would hold every round for a second: see first whether its ssh port answers
+        # within the probe timeout. (A crashed host whose sshd died first closes the
+        # master, so every round after a crash is cold.)
+        started = time.monotonic()
+        why = tcp_unreachable(host, timeout_s=timeout_s)
+        if why is not None:
+            return unreachable(host=host.name, services=services, at=at,
+                               latency_s=round(time.monotonic() - started, 4), error=why)
     argv = build_ssh_command(host=host, control_dir=control_dir,
                              connect_timeout_s=timeout_s, remote_command="sh -s")
     run = run_ssh(argv=argv, deadline_s=deadline,

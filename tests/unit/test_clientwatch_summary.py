@@ -53,3 +53,14 @@ def test_samples_written_out_of_start_order_read_back_in_order(tmp_path):
     path.write_text("".join(json.dumps(s) + "\n" for s in lines) + '{"t": 0.4, "sha')
     assert [s["t"] for s in read_samples(path)] == [0.0, 0.1, 0.2, 0.3]
     assert round(summarise(lines).longest_outage_s, 2) == 0.1
+
+
+def test_answers_just_after_the_crash_call_are_before_the_outage_not_its_end():
+    from cr_orchestrator.clientwatch import outage_around
+
+    # the crash was ordered at 1.0; a sample started at 1.05 still got its greeting
+    samples = [sample(0.9, True), sample(1.05, True), sample(1.1, False), sample(2.0, False),
+               sample(2.5, True), sample(2.6, True)]
+    assert round(outage_around(samples, 1.0), 2) == 1.45
+    assert outage_around(samples[:4], 1.0) is None  # not answering again yet
+    assert outage_around([sample(0.9, True), sample(1.05, True)], 1.0) is None

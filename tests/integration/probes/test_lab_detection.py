@@ -76,6 +76,9 @@ def test_crash_is_down_after_the_configured_number_of_rounds(lab, monitor):
 
 def test_two_second_freeze_is_never_down(lab, monitor):
     lab.fail(PRIMARY, "freeze", for_s=2)
+    # the first round starts now: its checks (1.5 s timeout) end inside the freeze; one
+    # starting later could get its answer when the host thaws and see nothing at all
+    monitor.last_start = 0.0
     seen = []
     for _ in range(6):
         host = monitor.round().hosts[PRIMARY]
@@ -121,3 +124,34 @@ def test_orchestrator_cut_off_from_everyone_judges_nobody(lab, monitor):
     assert result.observer_isolated, result.reason
     assert all(a.machine.liveness is Liveness.UNKNOWN for a in result.hosts.values())
     assert "observer isolated" in result.hosts[PRIMARY].machine.reason
+
+
+def test_a_cold_probe_of_a_crashed_host_gives_up_within_the_probe_timeout(lab):
+    # ssh's ConnectTimeout counts whole seconds: without the TCP look first, every round
+    # after a crash (the master closes with the host's sshd) lasted a second at least
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from cr_orchestrator.probes.ssh_probe import probe_linux_host
+
+    cold = Path(tempfile.mkdtemp(prefix="crcp-", dir="/tmp"))  # a socket path < 108 bytes
+    topology = load_topology(lab.inventory_path)
+    services = list(topology.cluster("mail").services)
+    lab.fail(PRIMARY, "crash")
+    try:
+        started = time.monotonic()
+        obs = probe_linux_host(host=topology.hosts[PRIMARY], services=services, data_paths=[],
+                               timeout_s=0.3, control_dir=cold)
+        took = time.monotonic() - started
+    finally:
+        lab.heal(PRIMARY)
+    host = next(o for o in obs if o.subject == "host")
+    assert host.health.value == "unreachable", host
+    assert host.error.startswith("ssh: "), host.error
+    assert took < 0.8, (took, host.error)
+    # a live host with a cold master still gets the allowance and answers
+    live = probe_linux_host(host=topology.hosts["mail-b"], services=services, data_paths=[],
+                            timeout_s=0.3, control_dir=cold)
+    shutil.rmtree(cold, ignore_errors=True)
+    assert next(o for o in live if o.subject == "host").health.value == "ok", live
