@@ -14,7 +14,8 @@ Rules, in order of precedence (the first that applies wins):
 4. a member other than the live primary is serving → DEMOTE_REJOINED;
 5. the live primary is up → REASSERT it when clients' address (the shared IP) has failed
    ``failures_before_down`` probes in a row although the primary serves on its own address
-   (a failed take-over, or an address lost to a network restart on the host), else RESYNC
+   as the orchestrator sees it (a failed take-over, or an address lost to a network
+   restart on the host), else RESYNC
    a member that is behind (once its service has been
    seen stopped for a few rounds since it answered again; until then NONE, watching it),
    else FAILBACK when ``failback: auto`` and the configured primary has been healthy and
@@ -219,8 +220,11 @@ def _behind(snapshot: ClusterSnapshot, policy: Policy, primary: MemberState) -> 
 
 def _healthy_primary(snapshot: ClusterSnapshot, policy: Policy, primary: MemberState) -> Decision:
     # DOWN with failures at the end (not a DOWN that is answering again): clients have not
-    # reached the service for a few rounds while it serves on the host's own address.
-    if primary.via_shared_ip is Liveness.DOWN and primary.via_shared_ip_failures > 0:
+    # reached the service for a few rounds while it serves on the host's own address. Only
+    # when the orchestrator itself reaches the primary: cut off from it, its failing
+    # checks through the shared IP say nothing about what clients see.
+    if (primary.via_shared_ip is Liveness.DOWN and primary.via_shared_ip_failures > 0
+            and not primary.observer_cut_off):
         address = f"the shared IP {snapshot.shared_ip}" if snapshot.shared_ip else "the shared IP"
         return Decision(
             Action.REASSERT,

@@ -34,7 +34,7 @@ from scenario_kit import (  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.lab
 
-MOVES = {"failover", "restart_service", "demote_rejoined", "failback"}
+MOVES = {"failover", "restart_service", "demote_rejoined", "failback", "reassert"}
 
 
 class DedicatedRedis:

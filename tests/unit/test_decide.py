@@ -190,6 +190,10 @@ ROWS = [
     ("re-assert beats resync", with_member(with_member(
         healthy(), "mail-a", via_shared_ip=DOWN, via_shared_ip_failures=3), "mail-dr",
         lag_s=999.0), POLICY, Action.REASSERT, "mail-a", ["re-asserting mail-a"]),
+    ("orchestrator cut off from the primary: its shared-IP checks fail too, no re-assert",
+     with_member(healthy(), "mail-a", via_shared_ip=DOWN, via_shared_ip_failures=4,
+                 observer_cut_off=True), POLICY, Action.NONE, None,
+     ["mail-a is primary (epoch 3) and up as its peers see it serving", "cut off from it"]),
     ("shared IP answering again after a failed stretch: no re-assert", with_member(
         healthy(), "mail-a", via_shared_ip=DOWN, via_shared_ip_failures=0), POLICY,
      Action.NONE, None, ["mail-a is primary (epoch 3) and up"]),
