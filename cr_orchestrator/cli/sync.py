@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import sys
+import threading
 import time
 
 from cr_orchestrator.cli.control import add_redis_options, prefix_of, redis_of
@@ -50,6 +52,17 @@ def _result_line(result) -> str:
     return f"FAILED after {result.duration_s:.1f} s: {result.error}"
 
 
+_SAY = threading.Lock()
+
+
+def _say(line: str) -> None:
+    """One whole line at a time: targets report from their own threads, and print()
+    writes the text and its newline separately (two lines once came out as one)."""
+    with _SAY:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+
+
 def run(args: argparse.Namespace) -> int:
     from cr_orchestrator.inventory import load_topology
     from cr_orchestrator.state import ClusterState
@@ -78,8 +91,8 @@ def run(args: argparse.Namespace) -> int:
         report = sync_replica_set(
             topology=topology, cluster=cluster.name, replica_set=name, source=source, epoch=epoch,
             store=store, deadline_s=args.deadline,
-            on_progress=lambda host, phase, result: print(
-                f"  {host}: {'started' if result is None else _result_line(result)}", flush=True))
+            on_progress=lambda host, phase, result: _say(
+                f"  {host}: {'started' if result is None else _result_line(result)}"))
         for problem in report.problems:
             print(f"  problem: {problem}", flush=True)
         for event in report.events():
