@@ -210,7 +210,7 @@ class SplitBrainWatch:
 
     def allow_two_serving(self, *, for_at_most_s: float) -> None:
         """Accept two hosts greeting on their own addresses (never two shared-IP holders)
-        for one stretch of at most ``for_at_most_s`` (an autostarted old primary before
+        within one window of at most ``for_at_most_s`` (an autostarted old primary before
         its demotion)."""
         self.two_serving_allowed_s = for_at_most_s
 
@@ -244,8 +244,14 @@ class SplitBrainWatch:
         if self.two_serving_allowed_s is None:
             assert not runs, f"two hosts served at once: {sentence}"
         else:
-            assert len(runs) <= 1 and all(r <= self.two_serving_allowed_s for r in runs), \
-                f"two hosts served longer than {self.two_serving_allowed_s} s: {sentence}"
+            # One window, from the first sample with two serving to the last: samples
+            # overlap, so one check that timed out in the middle (a loaded host slow to
+            # greet) can split that window into two stretches without a second event.
+            both = [s["t"] for s in samples if len(s["serving_hosts"]) > 1]
+            window = max(both) - min(both) if both else 0.0
+            assert window <= self.two_serving_allowed_s, \
+                (f"two hosts served over a window of {window:.2f} s, longer than "
+                 f"{self.two_serving_allowed_s} s: {sentence}")
             assert not samples or len(samples[-1]["serving_hosts"]) <= 1, sentence
         return sentence
 
