@@ -15,8 +15,7 @@ Rules, in order of precedence (the first that applies wins):
 5. the live primary is up → REASSERT it when clients' address (the shared IP) has failed
    ``failures_before_down`` probes in a row although the primary serves on its own address
    as the orchestrator sees it (a failed take-over, or an address lost to a network
-   restart on the host), else RESYNC
-   a member that is behind (once its service has been
+   restart on the host), else RESYNC a member that is behind (once its service has been
    seen stopped for a few rounds since it answered again; until then NONE, watching it),
    else FAILBACK when ``failback: auto`` and the configured primary has been healthy and
    in sync long enough, else NONE;

@@ -177,8 +177,8 @@ def print_timeline(say: Printer, *, state, crash_at: float, samples: list[dict])
 
 
 def run_demo(options: DemoOptions) -> int:
+    from cr_orchestrator.errors import LabError
     from cr_orchestrator.lab import Lab
-    from cr_orchestrator.lab.plan import LAB_ROOT
     from cr_orchestrator.state import ClusterState, connect
 
     say = Printer()
@@ -187,11 +187,15 @@ def run_demo(options: DemoOptions) -> int:
     state = ClusterState(redis_client, prefix)
     say(f"building the lab {options.name!r} ({options.base}): two sites, three mail hosts, "
         "a client, a DNS server")
-    if os.path.exists(f"{LAB_ROOT}/{options.name}/lab.json"):
+    try:
+        left_up = Lab.load(name=options.name)
+    except LabError:
+        left_up = None
+    if left_up is not None:
         # A lab left up (--keep, or by hand) holds an earlier story's state: its primary
         # elsewhere and epoch records on the hosts that fence a fresh cluster's syncs.
         say(f"lab {options.name!r} is already up from an earlier run: rebuilding it afresh")
-        Lab.load(name=options.name).down()
+        left_up.down()
     lab = Lab.up(name=options.name, base=options.base)
     orchestrator = watch = None
     try:

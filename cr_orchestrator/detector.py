@@ -109,9 +109,12 @@ def default_stale_after(policy: Policy) -> float:
 
 
 # ---------------------------------------------------------------- rounds → samples
+def _through_shared_ip(o: Observation) -> bool:
+    return o.detail.get("target", "host") == "shared_ip"
+
+
 def _own_checks(obs: list[Observation]) -> list[Observation]:
-    return [o for o in obs if o.subject.startswith("check:")
-            and o.detail.get("target", "host") != "shared_ip"]
+    return [o for o in obs if o.subject.startswith("check:") and not _through_shared_ip(o)]
 
 
 def host_sample(round_obs: list[Observation], at: float) -> Sample | None:
@@ -148,8 +151,7 @@ def service_sample(round_obs: list[Observation], service: str, at: float,
 
 def shared_ip_sample(round_obs: list[Observation], at: float) -> Sample | None:
     """Clients got an answer: every check through the shared IP answered this round."""
-    checks = [o for o in round_obs if o.subject.startswith("check:")
-              and o.detail.get("target") == "shared_ip"]
+    checks = [o for o in round_obs if o.subject.startswith("check:") and _through_shared_ip(o)]
     if not checks:
         return None
     failed = [o for o in checks if o.health not in _ANSWERED]
