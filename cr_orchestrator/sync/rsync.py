@@ -22,11 +22,10 @@ import re
 import shlex
 from dataclasses import dataclass
 
+from cr_orchestrator.host_records import record_paths
 from cr_orchestrator.model import SshSettings
 
 CONNECT_TIMEOUT_S = 5
-# Where promotions record the epoch on a Linux host (roles/cr_fence: cr_fence_dir_linux)
-EPOCH_DIR = "/var/lib/cr-orchestrator"
 FENCE_REFUSED = "cr-orchestrator: refused"
 IO_TIMEOUT_S = 60
 RSYNC_CODES = {
@@ -78,17 +77,38 @@ class RsyncJob:
     fence: tuple[str, int] | None = None
 
 
-def fenced_rsync_path(*, cluster: str, epoch: int) -> str:
+def fenced_rsync_path(*, cluster: str, epoch: int, dry_run: bool = False) -> str:
     """Shell run on the target instead of plain ``rsync`` (rsync appends its server
-    arguments): refuse unless the target's epoch record for ``cluster`` is missing or at
-    most ``epoch``; an unreadable or malformed record refuses too (fail closed)."""
-    record = shlex.quote(f"{EPOCH_DIR}/{cluster}.epoch")
-    return (f"f={record}; have=0; if [ -e \"$f\" ]; then have=$(cat \"$f\") || have=x; fi; "
-            f"case $have in ''|*[!0-9]*) echo \"{FENCE_REFUSED}: the epoch record $f on "
-            f"$(hostname) holds '$have', not a whole number\" >&2; exit 1;; esac; "
-            f"if [ \"$have\" -gt {int(epoch)} ]; then echo \"{FENCE_REFUSED}: this sync "
-            f"carries epoch {int(epoch)} but $(hostname) was promoted at epoch $have: not "
-            f"overwriting it\" >&2; exit 1; fi; rsync")
+    arguments, the destination path last).
+
+    - Refuse unless the target's epoch record for ``cluster`` is missing or at most
+      ``epoch``; an unreadable or malformed record refuses too (fail closed).
+    - When the target's role record says it took the primary role (it served, and no
+      demotion recorded "secondary" since), whatever the sync deletes or overwrites there
+      is moved to ``<path>.cr-quarantine/<time>-epoch-<epoch>/`` (rsync's own
+      ``--backup-dir``, on the receiving side), whatever Redis said about its last good
+      sync: acknowledged data a serving host took is never deleted by a resync. After a
+      good run the target records "secondary <epoch>" (not on a dry run).
+    """
+    record, role = (shlex.quote(p) for p in record_paths(cluster))
+    e = int(epoch)
+    flip = "true" if dry_run else (
+        f"{{ printf 'secondary {e}\\n' > {role}.new && mv -f {role}.new {role}; }}")
+    script = (
+        f"f={record}; have=0; if [ -e \"$f\" ]; then have=$(cat \"$f\") || have=x; fi; "
+        f"case $have in ''|*[!0-9]*) echo \"{FENCE_REFUSED}: the epoch record $f on "
+        f"$(hostname) holds '$have', not a whole number\" >&2; exit 1;; esac; "
+        f"if [ \"$have\" -gt {e} ]; then echo \"{FENCE_REFUSED}: this sync carries epoch "
+        f"{e} but $(hostname) was promoted at epoch $have: not overwriting it\" >&2; exit 1; "
+        f"fi; "
+        f"case $(cat {role} 2>/dev/null) in 'primary '*) "
+        f"for last; do :; done; "
+        f"q=\"${{last%/}}.cr-quarantine/$(date -u +%Y%m%dT%H%M%SZ)-epoch-{e}\"; "
+        f"rsync --backup --backup-dir=\"$q\" \"$@\"; rc=$?; "
+        f"if [ $rc -eq 0 ] || [ $rc -eq 24 ]; then {flip} || rc=11; fi; exit $rc;; "
+        f"esac; exec rsync \"$@\"")
+    # rsync appends its --server arguments to this text: they become the script's "$@".
+    return f"sh -c {shlex.quote(script)} cr-fence"
 
 
 def ssh_options(ssh: SshSettings, *, key_file: str | None = None) -> list[str]:
@@ -120,7 +140,8 @@ def rsync_argv(job: RsyncJob, *, inner_ssh: list[str]) -> list[str]:
     for pattern in job.excludes:
         argv += ["--exclude", pattern]
     if job.fence is not None:
-        argv.append(f"--rsync-path={fenced_rsync_path(cluster=job.fence[0], epoch=job.fence[1])}")
+        argv.append("--rsync-path=" + fenced_rsync_path(
+            cluster=job.fence[0], epoch=job.fence[1], dry_run=job.dry_run_itemize))
     argv += ["-e", shlex.join(["ssh", *inner_ssh])]
     argv += [job.source_path.rstrip("/") + "/",
              f"{job.target_user}@{job.target_address}:{job.target_path.rstrip('/')}/"]

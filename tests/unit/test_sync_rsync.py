@@ -122,10 +122,77 @@ def test_a_fenced_job_checks_the_targets_epoch_record_before_rsync_starts():
     argv = rsync_argv(job, inner_ssh=["-p", "22"])
     path = [a for a in argv if a.startswith("--rsync-path=")]
     assert path == [f"--rsync-path={fenced_rsync_path(cluster='mail', epoch=4)}"]
+    dry = rsync_argv(RsyncJob("/srv/mail", "root", "198.18.1.12", "/srv/mail", fence=("mail", 4),
+                              dry_run_itemize=True), inner_ssh=["-p", "22"])
+    assert f"--rsync-path={fenced_rsync_path(cluster='mail', epoch=4, dry_run=True)}" in dry
     assert "/var/lib/cr-orchestrator/mail.epoch" in path[0] and '-gt 4 ]' in path[0]
-    assert path[0].endswith("; rsync")  # rsync appends its --server arguments here
-    # valid shell for the target's login shell
+    # rsync appends its --server arguments: they reach the fence script as "$@"
+    assert path[0].startswith("--rsync-path=sh -c ") and path[0].endswith(" cr-fence")
+    # valid shell for the target's login shell, and the script inside it too
     assert subprocess.run(["sh", "-n", "-c", path[0].split("=", 1)[1]]).returncode == 0
+    inner = shlex.split(path[0].split("=", 1)[1])[2]
+    assert subprocess.run(["sh", "-n", "-c", inner]).returncode == 0
     unfenced = rsync_argv(RsyncJob("/srv/mail", "root", "198.18.1.12", "/srv/mail"),
                           inner_ssh=["-p", "22"])
     assert not [a for a in unfenced if a.startswith("--rsync-path")]
+
+
+def _push(tmp_path, *, epoch: int, role: str | None, dry_run: bool = False):
+    """A real rsync push through the fence (the records under tmp_path instead of
+    /var/lib/cr-orchestrator; "ssh" runs the remote side locally)."""
+    import subprocess
+
+    from cr_orchestrator.sync.rsync import fenced_rsync_path
+
+    records = tmp_path / "records"
+    records.mkdir(exist_ok=True)
+    if role is not None:
+        (records / "mail.role").write_text(role + "\n")
+    path = fenced_rsync_path(cluster="mail", epoch=epoch, dry_run=dry_run).replace(
+        "/var/lib/cr-orchestrator", str(records))
+    fake_ssh = tmp_path / "ssh"
+    fake_ssh.write_text('#!/bin/sh\nshift\nexec sh -c "$*"\n')
+    fake_ssh.chmod(0o755)
+    argv = ["rsync", "-a", "--delete", f"--rsync-path={path}", "-e", str(fake_ssh)]
+    argv += ["--dry-run"] if dry_run else []
+    done = subprocess.run(argv + [f"{tmp_path}/src/", f"x:{tmp_path}/dst/"],
+                          capture_output=True, text=True)
+    role_now = (records / "mail.role").read_text().strip() if (records / "mail.role").exists() \
+        else None
+    return done, role_now
+
+
+def _trees(tmp_path):
+    (tmp_path / "src").mkdir()
+    (tmp_path / "dst").mkdir()
+    (tmp_path / "src" / "both").write_text("newer version")
+    (tmp_path / "dst" / "both").write_text("old")
+    (tmp_path / "dst" / "only-on-target").write_text("acknowledged mail")
+
+
+def test_a_sync_into_a_host_that_claims_the_primary_role_quarantines_what_it_deletes(tmp_path):
+    _trees(tmp_path)
+    done, role = _push(tmp_path, epoch=3, role="primary 1")
+    assert done.returncode == 0, done.stderr
+    assert not (tmp_path / "dst" / "only-on-target").exists()
+    [quarantine] = list(tmp_path.glob("dst.cr-quarantine/*-epoch-3"))
+    assert (quarantine / "only-on-target").read_text() == "acknowledged mail"
+    assert (quarantine / "both").read_text() == "old"  # overwritten: kept too
+    assert role == "secondary 3"  # a replica from now on: the next sync deletes normally
+
+
+def test_a_sync_into_a_secondary_deletes_without_quarantine(tmp_path):
+    _trees(tmp_path)
+    done, role = _push(tmp_path, epoch=3, role="secondary 2")
+    assert done.returncode == 0, done.stderr
+    assert not (tmp_path / "dst" / "only-on-target").exists()
+    assert not list(tmp_path.glob("dst.cr-quarantine"))
+    assert role == "secondary 2"
+
+
+def test_a_dry_run_into_a_claimed_primary_changes_nothing(tmp_path):
+    _trees(tmp_path)
+    done, role = _push(tmp_path, epoch=3, role="primary 1", dry_run=True)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "dst" / "only-on-target").exists()
+    assert role == "primary 1"
