@@ -23,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 
 from cr_orchestrator.health import ORCHESTRATOR, Health, Observation
+from cr_orchestrator.host_records import record_paths
 from cr_orchestrator.model import Cluster, Host, Platform, Topology
 from cr_orchestrator.probes import peer as peer_probe
 from cr_orchestrator.probes import protocol, ssh_probe
@@ -76,14 +77,16 @@ def probe_host(*, host: Host, cluster: Cluster, timeout_s: float, at: float,
     """Host probe by platform (SSH or WinRM); never raises."""
     services = list(cluster.services)
     paths = data_paths(cluster=cluster, host=host.name)
+    records = record_paths(cluster.name, windows=host.platform is Platform.WINDOWS)
     if host.platform is Platform.WINDOWS:
         from cr_orchestrator.probes.winrm_probe import probe_windows_host  # WinRM helper's
 
         # One round shares one ``at``: the detector groups rounds by it.
         return probe_windows_host(host=host, services=services, data_paths=paths,
-                                  timeout_s=timeout_s, at=at)
+                                  timeout_s=timeout_s, at=at, record_files=records)
     return ssh_probe.probe_linux_host(host=host, services=services, data_paths=paths,
-                                      timeout_s=timeout_s, at=at, control_dir=control_dir)
+                                      timeout_s=timeout_s, at=at, control_dir=control_dir,
+                                      record_files=records)
 
 
 def _overrun(job: str, host: str, at: float, timeout_s: float, vantage: str) -> Observation:

@@ -121,8 +121,11 @@ def _json_str(value: str) -> str:
     return shlex.quote(json.dumps(value))
 
 
-def build_host_script(*, services: list[Service], data_paths: list[str]) -> str:
-    """A POSIX sh script printing one JSON object: boot time, service states, free space.
+def build_host_script(*, services: list[Service], data_paths: list[str],
+                      record_files: tuple[str, str] | None = None) -> str:
+    """A POSIX sh script printing one JSON object: boot time, service states, free space,
+    and (``record_files``: the cluster's epoch and role files) what the host recorded
+    about the cluster (``null`` for a file that does not exist).
 
     Service state comes from ``control.status`` (exit 0 = running) when configured, else
     from ``systemctl is-active``. Names and paths are embedded pre-quoted, so nothing the
@@ -152,7 +155,18 @@ def build_host_script(*, services: list[Service], data_paths: list[str]) -> str:
             "[ -n \"$free\" ] || free=-1",
             f"printf '%s%s:%s' \"$sep\" {_json_str(path)} \"$free\"; sep=,",
         ]
-    lines += ["printf '}}\\n'"]
+    lines += ["printf '}'"]
+    if record_files is not None:
+        epoch_file, role_file = (shlex.quote(f) for f in record_files)
+        # Only characters a record may hold pass (the JSON stays valid whatever the file
+        # holds); a file that exists but cannot be read gives "", which parses as malformed.
+        lines += [
+            "rec() { if [ -e \"$1\" ]; then printf '\"%s\"' \"$(head -c 64 \"$1\" 2>/dev/null"
+            " | tr -cd '0-9A-Za-z .-')\"; else printf null; fi; }",
+            f"printf ',\"records\":{{\"epoch\":%s,\"role\":%s}}' \"$(rec {epoch_file})\" "
+            f"\"$(rec {role_file})\"",
+        ]
+    lines += ["printf '}\\n'"]
     return "\n".join(lines) + "\n"
 
 
@@ -228,6 +242,8 @@ def observations_from_report(*, host: str, report: dict, services: list[Service]
             f"low free space on: {', '.join(low)}" if low else ""]))
     detail = {"boot_time": report.get("boot_time"), "remote_now": report.get("now"),
               "free_bytes": {p: free * 1024 for p, free in paths.items() if free >= 0}}
+    if isinstance(report.get("records"), dict):
+        detail["records"] = {k: report["records"].get(k) for k in ("epoch", "role")}
     result = [Observation(host, vantage, "host", health, at, latency_s, error, detail)]
     for service in services:
         state = report["services"].get(service.name)
@@ -282,7 +298,8 @@ def tcp_unreachable(host: Host, *, timeout_s: float) -> str | None:
 
 def probe_linux_host(*, host: Host, services: list[Service], data_paths: list[str],
                      timeout_s: float, at: float | None = None,
-                     control_dir: Path | None = None) -> list[Observation]:
+                     control_dir: Path | None = None,
+                     record_files: tuple[str, str] | None = None) -> list[Observation]:
     """Probe one Linux host over SSH within ``timeout_s``; never raises."""
     at = time.time() if at is None else at
     if host.ssh is None:
@@ -309,7 +326,8 @@ def probe_linux_host(*, host: Host, services: list[Service], data_paths: list[st
     argv = build_ssh_command(host=host, control_dir=control_dir,
                              connect_timeout_s=timeout_s, remote_command="sh -s")
     run = run_ssh(argv=argv, deadline_s=deadline,
-                  stdin=build_host_script(services=services, data_paths=data_paths))
+                  stdin=build_host_script(services=services, data_paths=data_paths,
+                                          record_files=record_files))
     latency = round(run.duration_s, 4)
     if run.timed_out:
         return unreachable(host=host.name, services=services, at=at, latency_s=latency,

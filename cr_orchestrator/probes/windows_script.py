@@ -37,12 +37,27 @@ $volumes = @(foreach ($path in @($crParams.paths)) {
         [pscustomobject]@{ path = $path; root = $root; free = $null; size = $null; error = $_.Exception.Message }
     }
 })
+function Read-CrRecord([string]$Path) {
+    # Only characters a record may hold; $null when the file does not exist, '' when it
+    # cannot be read (which the orchestrator treats as malformed, never as absent).
+    if (-not (Test-Path -LiteralPath $Path -PathType Leaf)) { return $null }
+    try { return ((Get-Content -LiteralPath $Path -Raw) -replace '[^0-9A-Za-z .-]', '').Trim() }
+    catch { return '' }
+}
+$records = $null
+if ($crParams.records) {
+    $records = [pscustomobject]@{
+        epoch = Read-CrRecord $crParams.records[0]
+        role = Read-CrRecord $crParams.records[1]
+    }
+}
 [pscustomobject]@{
     v = 1
     clock_ms = [DateTimeOffset]::UtcNow.ToUnixTimeMilliseconds()
     boot_s = ([DateTimeOffset]$os.LastBootUpTime).ToUnixTimeSeconds()
     services = $services
     volumes = $volumes
+    records = $records
 } | ConvertTo-Json -Compress -Depth 4
 """
 
@@ -68,15 +83,21 @@ class ProbeReport:
     boot_s: float  # last boot, unix seconds
     services: dict  # name -> Windows status string ("Running", "Stopped", "NotFound", ...)
     volumes: tuple[VolumeReport, ...]
+    records: dict | None = None  # {"epoch": text|None, "role": text|None}; None: not asked
 
 
 def _ps_single_quoted(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def build_probe_script(*, services: Sequence[str], data_paths: Sequence[str]) -> str:
-    """The PowerShell script checking ``services`` and the volumes holding ``data_paths``."""
-    params = json.dumps({"services": list(services), "paths": list(data_paths)}, separators=(",", ":"))
+def build_probe_script(*, services: Sequence[str], data_paths: Sequence[str],
+                       record_files: tuple[str, str] | None = None) -> str:
+    """The PowerShell script checking ``services`` and the volumes holding ``data_paths``
+    (and reading the cluster's epoch and role records, ``record_files``)."""
+    wanted: dict = {"services": list(services), "paths": list(data_paths)}
+    if record_files is not None:
+        wanted["records"] = list(record_files)
+    params = json.dumps(wanted, separators=(",", ":"))
     return f"{PROBE_MARKER}\n$crParams = ConvertFrom-Json {_ps_single_quoted(params)}\n{_SCRIPT_BODY.lstrip()}"
 
 
@@ -135,9 +156,14 @@ def parse_probe_output(stdout: str) -> ProbeReport:
         if not isinstance(item, dict) or not isinstance(item.get("name"), str):
             raise ProbeOutputError(f"probe output has a malformed service entry: {_short(repr(item))}")
         services[item["name"]] = str(item.get("status"))
+    records = doc.get("records")
+    if records is not None and not (isinstance(records, dict) and all(
+            isinstance(records.get(k), (str, type(None))) for k in ("epoch", "role"))):
+        raise ProbeOutputError(f"probe output has malformed records: {_short(repr(records))}")
     return ProbeReport(
         clock_s=_number(doc, "clock_ms") / 1000.0,
         boot_s=_number(doc, "boot_s"),
         services=services,
         volumes=tuple(_volume(v) for v in _as_list(doc.get("volumes"))),
+        records={k: records.get(k) for k in ("epoch", "role")} if records else None,
     )

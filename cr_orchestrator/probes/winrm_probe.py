@@ -75,6 +75,8 @@ def observations_from_report(*, host: str, report: windows_script.ProbeReport, s
         problems.append(f"clock is {skew:+.0f}s off (more than {max_clock_skew_s:.0f}s)")
     detail = {"boot_time": report.boot_s, "remote_now": report.clock_s, "clock_skew_s": round(skew, 3),
               "free_bytes": {v.path: v.free_bytes for v in report.volumes if v.free_bytes is not None}}
+    if report.records is not None:
+        detail["records"] = dict(report.records)
     health = Health.DEGRADED if problems else Health.OK
     result = [Observation(host, vantage, "host", health, at, latency_s, "; ".join(problems) or None, detail)]
     for name in services:
@@ -84,7 +86,8 @@ def observations_from_report(*, host: str, report: windows_script.ProbeReport, s
 
 def probe_windows_host(*, host: Host, services: Sequence[str | Service], data_paths: Sequence[str],
                        timeout_s: float, shell: WinRMShell | None = None, at: float | None = None,
-                       pool: WinRMShellPool | None = None) -> list[Observation]:
+                       pool: WinRMShellPool | None = None,
+                       record_files: tuple[str, str] | None = None) -> list[Observation]:
     """Probe one Windows host over WinRM within ``timeout_s``; never raises.
 
     Uses ``shell`` if given, else the pool's shell for this host (kept open for the next probe).
@@ -96,7 +99,8 @@ def probe_windows_host(*, host: Host, services: Sequence[str | Service], data_pa
                            error="no WinRM settings for this host")
     try:
         shell = shell or (pool or DEFAULT_POOL).get(address=host.management_address, settings=host.winrm)
-        script = windows_script.build_probe_script(services=names, data_paths=data_paths)
+        script = windows_script.build_probe_script(services=names, data_paths=data_paths,
+                                                   record_files=record_files)
         sent = time.time()
         result = shell.run_ps(script, deadline_s=timeout_s)
         received = time.time()

@@ -64,6 +64,7 @@ class HostState:
     hang_commands: bool = False  # every command runs forever
     garbage_output: bool = False  # the probe script prints garbage instead of JSON
     scripts: list = field(default_factory=list)  # [{"match": regex, "stdout", "stderr", "rc", "delay_s", "hang"}]
+    files: dict = field(default_factory=dict)  # path -> text: the host's epoch and role records
 
     @classmethod
     def from_dict(cls, data: dict) -> "HostState":
@@ -146,6 +147,12 @@ def emulate_probe(state: HostState, params: dict, *, now: float) -> Reply:
             volumes.append({"path": path, "root": root, "free": vol["free"], "size": vol["size"], "error": None})
     doc = {"v": 1, "clock_ms": int((now + state.clock_offset_s) * 1000), "boot_s": int(state.boot_time),
            "services": services, "volumes": volumes}
+    records = params.get("records")
+    if records:
+        # as the script reads them: trimmed text, or null for a file that does not exist
+        doc["records"] = {key: (None if state.files.get(path) is None
+                                else re.sub(r"[^0-9A-Za-z .-]", "", state.files[path]).strip())
+                          for key, path in zip(("epoch", "role"), records)}
     return Reply(stdout=json.dumps(doc, separators=(",", ":")) + "\n")
 
 
