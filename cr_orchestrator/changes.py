@@ -31,7 +31,9 @@ from cr_orchestrator.state import ClusterState, LockBusy
 log = logging.getLogger(__name__)
 
 FAILOVER_SYNC_WAIT_S = 60.0  # how long a failover waits for a running sync to end
-LOCK_TTL_S = 60.0  # extended while held; a dead worker's lock frees itself within this
+# A lease, extended every quarter of it while held: a worker killed in the middle of a
+# change frees the cluster within this, and the next round resumes the change.
+LOCK_TTL_S = 8.0
 
 
 @dataclass
@@ -96,10 +98,13 @@ def _extravars(cluster: Cluster, *, new_primary: str, old_primary: str | None, e
 
 
 def _play(env: Env, cluster: Cluster, playbook: str, *, limit: str | None, extravars: dict,
-          why: str):
+          why: str, lease=None):
+    """Run one playbook and record it; ``lease``: the lock that protects it (the run is
+    cancelled if that lock is lost: another holder may be changing the cluster)."""
     result = env.run_playbook(
         playbook=playbook, inventory=env.topology.source, extravars=extravars, limit=limit,
-        check=False, timeout_s=PLAYBOOK_TIMEOUT_S, on_event=None, cancel=None,
+        check=False, timeout_s=PLAYBOOK_TIMEOUT_S, on_event=None,
+        cancel=lease.lost if lease is not None else None,
         vault_password_file=env.vault_password_file)
     env.state.append_event(cluster=cluster.name, kind="playbook", at=env.clock(), data={
         "playbook": playbook, "limit": limit, "why": why, "ok": bool(result.ok),
@@ -135,12 +140,12 @@ def _lock(env: Env, cluster: Cluster, wait_s: float = 0.0):
 def restart_service(env: Env, cluster: Cluster, *, host: str, expected_epoch: int,
                     reason: str) -> Outcome:
     """Restart the cluster's services on the primary in place (counts one attempt)."""
-    with _lock(env, cluster):
+    with _lock(env, cluster) as lease:
         primary = _check_epoch(env, cluster, expected_epoch)
         attempt = env.state.count_restart(cluster.name)
-        result = _play(env, cluster, "service", limit=host, why=reason, extravars=_extravars(
-            cluster, new_primary=primary, old_primary=None, epoch=expected_epoch,
-            cr_service_action="restarted"))
+        result = _play(env, cluster, "service", limit=host, why=reason, lease=lease,
+                       extravars=_extravars(cluster, new_primary=primary, old_primary=None,
+                                            epoch=expected_epoch, cr_service_action="restarted"))
     word = "restarted" if result.ok else "could not restart"
     return Outcome(bool(result.ok), f"{word} the service on {host} (attempt {attempt}): "
                                     f"{result.summary}", epoch=expected_epoch)
@@ -154,7 +159,7 @@ def failover(env: Env, cluster: Cluster, *, to: str, expected_epoch: int, reason
     second vantage; the playbook then gets ``cr_old_primary_down: true`` and does not
     spend its timeouts trying to demote a machine that is gone. Never set it for a
     service-only failure (the host answers and must be demoted)."""
-    with _lock(env, cluster):
+    with _lock(env, cluster) as lease:
         old = _check_epoch(env, cluster, expected_epoch)
         if to == old:
             raise StateError(f"{to} is already the primary of {cluster.name}")
@@ -167,17 +172,18 @@ def failover(env: Env, cluster: Cluster, *, to: str, expected_epoch: int, reason
                         # there no need to wait for the sync's own timeout.
                         source_is_down=old_primary_down and ends_incoming_sync(env, cluster, to)):
             now = env.clock()
-            epoch = env.state.promote(cluster=cluster.name, new_primary=to,
-                                      expected_epoch=expected_epoch, now=now)
+            epoch = env.state.promote(
+                cluster=cluster.name, new_primary=to, expected_epoch=expected_epoch, now=now,
+                change={"kind": kind, "playbook": "failover", "old_primary": old,
+                        "old_primary_down": old_primary_down, "reason": reason})
             env.state.record_failover(cluster.name, now)
             env.state.reset_restarts(cluster.name)
             env.state.append_event(cluster=cluster.name, kind="promotion", at=now, data={
                 "kind": kind, "new_primary": to, "old_primary": old, "epoch": epoch,
                 "reason": reason})
-            more = {"cr_old_primary_down": True} if old_primary_down else {}
-            result = _play(env, cluster, "failover", limit=None, why=reason,
-                           extravars=_extravars(cluster, new_primary=to, old_primary=old,
-                                                epoch=epoch, **more))
+            result = _move(env, cluster, "failover", new_primary=to, old_primary=old,
+                           epoch=epoch, old_primary_down=old_primary_down, why=reason,
+                           lease=lease)
     if not result.ok:
         return Outcome(False, f"{to} is primary of {cluster.name} at epoch {epoch}, but the "
                               f"failover playbook failed: {result.summary}", epoch=epoch)
@@ -185,18 +191,77 @@ def failover(env: Env, cluster: Cluster, *, to: str, expected_epoch: int, reason
                    epoch=epoch)
 
 
+def _move(env: Env, cluster: Cluster, playbook: str, *, new_primary: str,
+          old_primary: str | None, epoch: int, why: str, lease,
+          old_primary_down: bool = False):
+    """Run the playbook that moves the primary role at ``epoch``, then close the journal
+    entry its promotion opened: also after a failed run (that is reported, and the
+    rules repair what is left). A run that never ended (its worker was killed) or whose
+    lease was lost keeps its entry: the next round resumes it."""
+    more = {"cr_old_primary_down": True} if old_primary_down else {}
+    result = _play(env, cluster, playbook, limit=None, why=why, lease=lease,
+                   extravars=_extravars(cluster, new_primary=new_primary,
+                                        old_primary=old_primary, epoch=epoch, **more))
+    if lease is None or not lease.lost.is_set():
+        env.state.finish_change(cluster.name, epoch)
+    return result
+
+
+def resume(env: Env, cluster: Cluster, *, expected_epoch: int, reason: str) -> Outcome:
+    """Finish the change journaled at ``expected_epoch`` whose worker died: run its
+    playbook again, at the same epoch (every step is idempotent: the fence check and
+    the epoch and role records first, then services, shared IP or DNS, then the check)."""
+    with _lock(env, cluster) as lease:
+        primary = _check_epoch(env, cluster, expected_epoch)
+        change = env.state.change(cluster.name)
+        if change is None or change["epoch"] != expected_epoch or \
+                change["new_primary"] != primary:
+            raise StateError(f"no unfinished change of {cluster.name} at epoch "
+                             f"{expected_epoch} to {primary} is journaled: nothing to resume")
+        playbook = "switchover" if change.get("playbook") == "switchover" else "failover"
+        env.state.append_event(cluster=cluster.name, kind="resumed", at=env.clock(), data={
+            "kind": change["kind"], "new_primary": primary, "epoch": expected_epoch,
+            "old_primary": change.get("old_primary"), "reason": reason})
+        # a scheduled sync must not start while the primary role moves (see failover)
+        with _set_locks(env, cluster, wait_s=0.0, why=f"resuming the move to {primary}",
+                        source_is_down=True):
+            result = _move(env, cluster, playbook, new_primary=primary,
+                           old_primary=change.get("old_primary"), epoch=expected_epoch,
+                           old_primary_down=bool(change.get("old_primary_down")),
+                           why=reason, lease=lease)
+    word = "resumed" if result.ok else "could not resume"
+    return Outcome(bool(result.ok), f"{word} the {change['kind']} of {cluster.name} to "
+                                    f"{primary} at epoch {expected_epoch}: {result.summary}",
+                   epoch=expected_epoch)
+
+
+def adopt(env: Env, cluster: Cluster, *, host: str, epoch: int, expected_epoch: int,
+          reason: str) -> Outcome:
+    """Make Redis say what the hosts recorded: ``host`` is primary at ``epoch``. Nothing
+    changes on any host (no playbook runs); the next rounds act from there."""
+    with _lock(env, cluster):
+        env.state.adopt(cluster=cluster.name, primary=host, epoch=epoch,
+                        expected_epoch=expected_epoch)
+        env.state.append_event(cluster=cluster.name, kind="adopted", at=env.clock(), data={
+            "primary": host, "epoch": epoch, "previous_epoch": expected_epoch,
+            "reason": reason})
+    return Outcome(True, f"{cluster.name}: {host} is primary at epoch {epoch}, as the hosts "
+                         "recorded", epoch=epoch)
+
+
 def reassert(env: Env, cluster: Cluster, *, host: str, expected_epoch: int,
              reason: str) -> Outcome:
     """Take the shared IP again on the live primary at the current epoch (no new epoch:
     nothing changes hands). ``switch_ip.yml`` is idempotent: fence check, address and
     gratuitous ARP, then the client check through the shared IP."""
-    with _lock(env, cluster):
+    with _lock(env, cluster) as lease:
         primary = _check_epoch(env, cluster, expected_epoch)
         if host != primary:
             raise StateError(f"{host} is not the live primary of {cluster.name} "
                              f"({primary} is): not re-asserting it")
-        result = _play(env, cluster, "switch_ip", limit=None, why=reason, extravars=_extravars(
-            cluster, new_primary=host, old_primary=None, epoch=expected_epoch))
+        result = _play(env, cluster, "switch_ip", limit=None, why=reason, lease=lease,
+                       extravars=_extravars(cluster, new_primary=host, old_primary=None,
+                                            epoch=expected_epoch))
     word = "re-asserted" if result.ok else "could not re-assert"
     return Outcome(bool(result.ok), f"{word} {host} at the shared IP of {cluster.name}: "
                                     f"{result.summary}", epoch=expected_epoch)
@@ -216,12 +281,13 @@ def ends_incoming_sync(env: Env, cluster: Cluster, host: str) -> bool:
 def demote_rejoined(env: Env, cluster: Cluster, *, host: str, expected_epoch: int,
                     reason: str) -> Outcome:
     """Stop a member that serves although it is not the live primary (rejoin, step 1)."""
-    with _lock(env, cluster):
+    with _lock(env, cluster) as lease:
         primary = _check_epoch(env, cluster, expected_epoch)
         if host == primary:
             raise StateError(f"{host} is the live primary of {cluster.name}: not demoting it")
-        result = _play(env, cluster, "demote", limit=host, why=reason, extravars=_extravars(
-            cluster, new_primary=primary, old_primary=host, epoch=expected_epoch))
+        result = _play(env, cluster, "demote", limit=host, why=reason, lease=lease,
+                       extravars=_extravars(cluster, new_primary=primary, old_primary=host,
+                                            epoch=expected_epoch))
     word = "demoted" if result.ok else "could not demote"
     return Outcome(bool(result.ok), f"{word} {host} in {cluster.name}: {result.summary}",
                    epoch=expected_epoch)
@@ -303,16 +369,17 @@ def resync(env: Env, cluster: Cluster, *, host: str, reason: str) -> Outcome:
 def switchover(env: Env, cluster: Cluster, *, to: str, expected_epoch: int, reason: str,
                kind: str = "switchover") -> Outcome:
     """Planned: demote the primary, final sync from it, promote ``to``; nothing is lost."""
-    with _lock(env, cluster):
+    with _lock(env, cluster) as lease:
         old = _check_epoch(env, cluster, expected_epoch)
         if to == old:
             raise StateError(f"{to} is already the primary of {cluster.name}")
         extra = _extravars(cluster, new_primary=to, old_primary=old, epoch=expected_epoch)
         demoted = _play(env, cluster, "demote", limit=old, extravars=extra,
-                        why=f"{kind}: {reason}")
+                        why=f"{kind}: {reason}", lease=lease)
         if not demoted.ok:
             return _undo(env, cluster, old, expected_epoch,
-                         f"{kind} to {to} aborted: demoting {old} failed: {demoted.summary}")
+                         f"{kind} to {to} aborted: demoting {old} failed: {demoted.summary}",
+                         lease=lease)
         # A scheduled sync may be running: wait for it; then hold every set until the
         # new primary is in place, so no sync from the old one runs after the promotion.
         with contextlib.ExitStack() as held:
@@ -323,30 +390,33 @@ def switchover(env: Env, cluster: Cluster, *, to: str, expected_epoch: int, reas
                                     locked=True)
             except CrError as exc:
                 return _undo(env, cluster, old, expected_epoch,
-                             f"{kind} to {to} aborted: the final sync failed: {exc}")
+                             f"{kind} to {to} aborted: the final sync failed: {exc}",
+                             lease=lease)
             return _promote_planned(env, cluster, old=old, to=to, reports=reports,
-                                    expected_epoch=expected_epoch, reason=reason, kind=kind)
+                                    expected_epoch=expected_epoch, reason=reason, kind=kind,
+                                    lease=lease)
 
 
 def _promote_planned(env: Env, cluster: Cluster, *, old: str, to: str, reports: list,
-                     expected_epoch: int, reason: str, kind: str) -> Outcome:
+                     expected_epoch: int, reason: str, kind: str, lease=None) -> Outcome:
     """After the final sync: check it reached ``to``, take the new epoch, move."""
     failed = [r for r in reports if not any(t.host == to and t.ok for t in r.targets)]
     if failed:
         return _undo(env, cluster, old, expected_epoch,
                      f"{kind} to {to} aborted: the final sync of "
-                     f"{', '.join(r.replica_set for r in failed)} to {to} failed")
+                     f"{', '.join(r.replica_set for r in failed)} to {to} failed", lease=lease)
     now = env.clock()
-    epoch = env.state.promote(cluster=cluster.name, new_primary=to,
-                              expected_epoch=expected_epoch, now=now)
+    epoch = env.state.promote(
+        cluster=cluster.name, new_primary=to, expected_epoch=expected_epoch, now=now,
+        change={"kind": kind, "playbook": "switchover", "old_primary": old,
+                "old_primary_down": False, "reason": reason})
     env.state.append_event(cluster=cluster.name, kind="promotion", at=now, data={
         "kind": kind, "new_primary": to, "old_primary": old, "epoch": epoch,
         "reason": reason})
     # The whole move at the new epoch: the old primary is demoted already (idempotent
     # here) and the new one is promoted and takes the clients (shared IP / DNS).
-    promoted = _play(env, cluster, "switchover", limit=None, why=f"{kind}: {reason}",
-                     extravars=_extravars(cluster, new_primary=to, old_primary=old,
-                                          epoch=epoch))
+    promoted = _move(env, cluster, "switchover", new_primary=to, old_primary=old, epoch=epoch,
+                     why=f"{kind}: {reason}", lease=lease)
     if not promoted.ok:
         return Outcome(False, f"{to} is primary of {cluster.name} at epoch {epoch} but "
                               f"promoting it failed: {promoted.summary}", epoch=epoch)
@@ -354,13 +424,15 @@ def _promote_planned(env: Env, cluster: Cluster, *, old: str, to: str, reports: 
                          "final sync complete, no write lost", epoch=epoch)
 
 
-def _undo(env: Env, cluster: Cluster, old: str, epoch: int, why: str) -> Outcome:
+def _undo(env: Env, cluster: Cluster, old: str, epoch: int, why: str, lease=None) -> Outcome:
     """A planned change failed half-way: start the old primary again, same epoch, and
     give it back the shared IP its demotion released."""
     extravars = _extravars(cluster, new_primary=old, old_primary=None, epoch=epoch)
-    restored = _play(env, cluster, "promote", limit=old, why=why, extravars=extravars)
+    restored = _play(env, cluster, "promote", limit=old, why=why, extravars=extravars,
+                     lease=lease)
     if restored.ok and cluster.switch.shared_ip is not None:
-        restored = _play(env, cluster, "switch_ip", limit=None, why=why, extravars=extravars)
+        restored = _play(env, cluster, "switch_ip", limit=None, why=why, extravars=extravars,
+                         lease=lease)
     tail = f"{old} serving again" if restored.ok else \
         f"and restarting {old} failed too: {restored.summary}"
     env.state.append_event(cluster=cluster.name, kind="aborted", at=env.clock(),

@@ -8,22 +8,30 @@ same decision, which is what the table-driven tests in ``tests/unit/test_decide.
 
 Rules, in order of precedence (the first that applies wins):
 
-1. paused by an operator → HOLD, saying what would have been done;
+1. paused by an operator → HOLD, saying what would have been done (ADOPT, which changes
+   no host, still happens);
 2. the orchestrator is isolated (sees nobody) → HOLD;
-3. no live primary recorded, or it is not a member → HOLD;
-4. a member other than the live primary is serving → DEMOTE_REJOINED;
-5. the live primary is up → REASSERT it when clients' address (the shared IP) has failed
+3. hosts first: a host's epoch or role record cannot be read → HOLD; a host recorded a
+   newer epoch than Redis holds → ADOPT the host that recorded the primary role at it
+   (else the one serving at it, else HOLD); Redis was seeded from the inventory (first
+   start, or lost keys) → HOLD until every member's records were read and it is known
+   who serves, then ADOPT (confirm) the seeded primary, or HOLD when another member
+   serves: a serving host is never demoted on Redis's word alone;
+4. no live primary recorded, or it is not a member → HOLD;
+5. a change journaled with the current epoch never finished (its worker died) → RESUME;
+6. a member other than the live primary is serving → DEMOTE_REJOINED;
+7. the live primary is up → REASSERT it when clients' address (the shared IP) has failed
    ``failures_before_down`` probes in a row although the primary serves on its own address
    as the orchestrator sees it (a failed take-over, or an address lost to a network
    restart on the host), else RESYNC a member that is behind (once its service has been
    seen stopped for a few rounds since it answered again; until then NONE, watching it),
    else FAILBACK when ``failback: auto`` and the configured primary has been healthy and
    in sync long enough, else NONE;
-6. the live primary is suspect, unobserved, or coming back (its last probe answered)
+8. the live primary is suspect, unobserved, or coming back (its last probe answered)
    → NONE (wait);
-7. its host answers but its service is down and restart attempts remain →
+9. its host answers but its service is down and restart attempts remain →
    RESTART_SERVICE;
-8. otherwise failover: HOLD if not confirmed from a second vantage, if the failover
+10. otherwise failover: HOLD if not confirmed from a second vantage, if the failover
    budget is spent, or if no secondary is eligible (down, too stale, never synced);
    else FAILOVER to the best secondary (health, then freshness, then priority).
 """
@@ -34,6 +42,7 @@ import enum
 from dataclasses import dataclass, replace
 
 from cr_orchestrator.health import Liveness
+from cr_orchestrator.host_records import HostRecord
 from cr_orchestrator.model import FailbackMode, Policy, Role
 
 
@@ -46,6 +55,8 @@ class Action(enum.StrEnum):
     FAILBACK = "failback"
     DEMOTE_REJOINED = "demote_rejoined"
     REASSERT = "reassert"
+    ADOPT = "adopt"  # make Redis say what the hosts recorded (no host changes)
+    RESUME = "resume"  # finish a journaled change whose worker died
 
 
 @dataclass(frozen=True)
@@ -53,6 +64,18 @@ class Decision:
     action: Action
     target: str | None
     reason: str
+    epoch: int | None = None  # ADOPT: the epoch to adopt
+
+
+@dataclass(frozen=True)
+class Interrupted:
+    """A change journaled with its promotion and not finished (Redis ``change``)."""
+
+    kind: str  # failover, operator failover, switchover, failback
+    new_primary: str
+    epoch: int
+    at: float
+    old_primary: str | None = None
 
 
 @dataclass(frozen=True)
@@ -74,6 +97,7 @@ class MemberState:
     # vantage), attributed to the live primary; UNKNOWN where there is no shared IP
     via_shared_ip: Liveness = Liveness.UNKNOWN
     via_shared_ip_failures: int = 0
+    record: HostRecord | None = None  # its epoch and role records; None: not read lately
 
 
 @dataclass(frozen=True)
@@ -92,6 +116,8 @@ class ClusterSnapshot:
     recent_failovers: tuple[float, ...] = ()  # unix times of past failovers
     failback_in_sync_since: float | None = None  # configured primary healthy+in sync since
     shared_ip: str | None = None  # clients' address, when the cluster switches by shared IP
+    seeded: bool = False  # Redis's state is the inventory's word, not checked against hosts
+    interrupted: Interrupted | None = None  # a journaled change nobody is running
 
     @classmethod
     def empty(cls, cluster: str = "", *, now: float = 0.0) -> "ClusterSnapshot":
@@ -115,6 +141,8 @@ def decide(snapshot: ClusterSnapshot, policy: Policy) -> Decision:
 
 def _paused(snapshot: ClusterSnapshot, policy: Policy) -> Decision:
     would = _decide_unpaused(snapshot, policy)
+    if would.action is Action.ADOPT:
+        return replace(would, reason=f"{would.reason} (paused; adopting changes no host)")
     if would.action in (Action.NONE, Action.HOLD):
         return Decision(Action.HOLD, None, f"cluster {snapshot.cluster} is paused; {would.reason}")
     return Decision(
@@ -133,6 +161,9 @@ def _decide_unpaused(snapshot: ClusterSnapshot, policy: Policy) -> Decision:
             f"the orchestrator sees no member of {snapshot.cluster} (observer isolated): "
             "not acting on its own view alone",
         )
+    hosts_say = _hosts_first(snapshot)
+    if hosts_say is not None:
+        return hosts_say
     primary = snapshot.member(snapshot.primary) if snapshot.primary else None
     if primary is None:
         what = (
@@ -141,6 +172,16 @@ def _decide_unpaused(snapshot: ClusterSnapshot, policy: Policy) -> Decision:
             else f"no live primary is recorded for {snapshot.cluster}"
         )
         return Decision(Action.HOLD, None, f"{what}: an operator must choose one")
+    change = snapshot.interrupted
+    if change is not None and change.epoch == snapshot.epoch \
+            and change.new_primary == primary.host:
+        return Decision(
+            Action.RESUME,
+            primary.host,
+            f"resuming the {change.kind} to {primary.host} at epoch {snapshot.epoch}: it "
+            f"started {max(0.0, snapshot.now - change.at):.0f} s ago and never finished "
+            "(the worker running it stopped); running its playbook again at the same epoch",
+        )
     rejoined = _serving_non_primaries(snapshot)
     if rejoined:
         host = rejoined[0]
@@ -180,6 +221,77 @@ def _decide_unpaused(snapshot: ClusterSnapshot, policy: Policy) -> Decision:
         f"waiting: primary {primary.host} is {_state(primary)}, not yet down "
         f"(needs {policy.failures_before_down} failed probes)",
     )
+
+
+def _hosts_first(snapshot: ClusterSnapshot) -> Decision | None:
+    """Rule 3: the hosts' own records overrule Redis when it is behind or was re-seeded."""
+    records = {m.host: m.record for m in snapshot.members if m.record is not None}
+    problems = sorted(r.problem for r in records.values() if r.problem)
+    if problems:
+        return Decision(Action.HOLD, None, f"not acting: {problems[0]}; an operator must "
+                                           "repair the record (it is never guessed at)")
+    top = max((max(r.epoch or 0, r.role_epoch or 0) for r in records.values()), default=0)
+    if top > snapshot.epoch:
+        ahead = sorted(h for h, r in records.items() if (r.epoch or 0) == top)
+        return _adopt_from_hosts(snapshot, records, top, why=(
+            f"the hosts are ahead of Redis: {', '.join(ahead) or 'a member'} recorded epoch "
+            f"{top}, Redis says {snapshot.primary or 'nobody'} at epoch {snapshot.epoch}"))
+    if snapshot.seeded:
+        return _confirm_seed(snapshot, records)
+    return None
+
+
+def _adopt_from_hosts(snapshot: ClusterSnapshot, records: dict[str, HostRecord], top: int, *,
+                      why: str) -> Decision:
+    claimants = sorted(h for h, r in records.items() if r.claims_primary_at == top)
+    if len(claimants) == 1:
+        host = claimants[0]
+        return Decision(Action.ADOPT, host, f"{why}; {host} recorded that it took the primary "
+                                            f"role at epoch {top}: adopting {host} as primary "
+                                            f"at epoch {top}", epoch=top)
+    serving = sorted(m.host for m in snapshot.members if m.service_liveness is Liveness.UP
+                     and m.host in records and (records[m.host].epoch or 0) == top)
+    if not claimants and len(serving) == 1:
+        host = serving[0]
+        return Decision(Action.ADOPT, host, f"{why}; no host recorded the primary role at it, "
+                                            f"but {host} serves and recorded it: adopting "
+                                            f"{host} as primary at epoch {top}", epoch=top)
+    who = (f"{' and '.join(claimants)} both claim the primary role at it" if claimants else
+           "no host recorded the primary role at it and "
+           + (f"{' and '.join(serving)} serve" if serving else "none of them serves"))
+    return Decision(Action.HOLD, None, f"{why}; {who}: not acting on Redis's word; an "
+                                       f"operator must choose (crctl adopt {snapshot.cluster} "
+                                       "HOST)")
+
+
+def _confirm_seed(snapshot: ClusterSnapshot, records: dict[str, HostRecord]) -> Decision:
+    primary = snapshot.primary
+    base = (f"Redis had no state for {snapshot.cluster} and was seeded from the inventory "
+            f"({primary} at epoch {snapshot.epoch})")
+    unread = sorted(m.host for m in snapshot.members if m.host not in records)
+    if unread:
+        return Decision(Action.HOLD, None, f"{base}; waiting to read the epoch records of "
+                                           f"{', '.join(unread)} before acting (a host "
+                                           "promoted since would say so)")
+    unsure = sorted(m.host for m in snapshot.members
+                    if m.service_liveness not in (Liveness.UP, Liveness.DOWN))
+    if unsure:
+        return Decision(Action.HOLD, None, f"{base}; waiting to see whether "
+                                           f"{', '.join(unsure)} serve(s) before acting")
+    others = sorted(m.host for m in snapshot.members
+                    if m.host != primary and (m.service_liveness is Liveness.UP
+                                              or records[m.host].claims_primary_at
+                                              == snapshot.epoch))
+    if others:
+        return Decision(Action.HOLD, None, f"{base}, but {', '.join(others)} serve(s) or "
+                                           "claim(s) the primary role and no host recorded a "
+                                           "newer epoch: not demoting a serving host on the "
+                                           "inventory's word; an operator must choose (crctl "
+                                           f"adopt {snapshot.cluster} HOST)")
+    return Decision(Action.ADOPT, primary, f"{base}; every member's records were read, none "
+                                           f"is newer, and no other member serves: confirming "
+                                           f"{primary} at epoch {snapshot.epoch}",
+                    epoch=snapshot.epoch)
 
 
 def _is_up(m: MemberState) -> bool:
@@ -383,6 +495,7 @@ def with_member(snapshot: ClusterSnapshot, host: str, **changes) -> ClusterSnaps
 
 
 __all__ = [
-    "Action", "ClusterSnapshot", "Decision", "MemberState", "decide", "ineligibility",
+    "Action", "ClusterSnapshot", "Decision", "Interrupted", "MemberState", "decide",
+    "ineligibility",
     "rank_targets", "with_member",
 ]

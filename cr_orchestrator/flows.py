@@ -23,14 +23,15 @@ from __future__ import annotations
 import logging
 
 from cr_orchestrator.changes import (  # noqa: F401 - re-exported: the flows' public API
-    LOCK_TTL_S, Env, Outcome, demote_rejoined, failover, flow_budget_s, reassert,
-    restart_service, resync, switchover, sync_sets,
+    LOCK_TTL_S, Env, Outcome, adopt, demote_rejoined, failover, flow_budget_s, reassert,
+    restart_service, resume, resync, switchover, sync_sets,
 )
 from cr_orchestrator.decide import Action, ClusterSnapshot, Decision, decide
 from cr_orchestrator.errors import CrError
 from cr_orchestrator.health import Liveness
 from cr_orchestrator.model import Cluster
-from cr_orchestrator.snapshot import build_snapshot, member_lags
+from cr_orchestrator.model import Platform
+from cr_orchestrator.snapshot import build_snapshot, interrupted_change, latest_records, member_lags
 from cr_orchestrator.state import LockBusy
 
 log = logging.getLogger(__name__)
@@ -63,11 +64,14 @@ def observe(env: Env, cluster: Cluster) -> ClusterSnapshot:
     per_set = {rs.name: freshness.freshness(cluster.name, rs.name, now=now)
                for rs in cluster.replica_sets}
     lags = member_lags(cluster=cluster, per_set=per_set, primary=primary)
-    return _snapshot(env, cluster, assessment, primary, epoch, lags, now)
+    windows = frozenset(h for h in cluster.hosts()
+                        if env.topology.hosts[h].platform is Platform.WINDOWS)
+    records = latest_records(cluster=cluster.name, observations=window, windows_hosts=windows)
+    return _snapshot(env, cluster, assessment, primary, epoch, lags, now, records)
 
 
 def _snapshot(env: Env, cluster: Cluster, assessment, primary: str, epoch: int,
-              lags: dict, now: float) -> ClusterSnapshot:
+              lags: dict, now: float, records: dict) -> ClusterSnapshot:
     state = env.state
     home = cluster.configured_primary
     home_view = assessment.hosts.get(home)
@@ -84,7 +88,9 @@ def _snapshot(env: Env, cluster: Cluster, assessment, primary: str, epoch: int,
         cluster=cluster, assessment=assessment, primary=primary, epoch=epoch,
         paused=state.paused(cluster.name), lags=lags,
         restart_attempts=state.restarts(cluster.name),
-        recent_failovers=state.failovers(cluster.name), failback_in_sync_since=since, now=now)
+        recent_failovers=state.failovers(cluster.name), failback_in_sync_since=since, now=now,
+        records=records, seeded=state.seeded(cluster.name),
+        interrupted=interrupted_change(state.change(cluster.name)))
 
 
 def probe_round(env: Env, cluster_name: str) -> Outcome:
@@ -171,6 +177,11 @@ def _dispatch(env: Env, cluster: Cluster, decision: Decision,
         if decision.action is Action.REASSERT:
             return reassert(env, cluster, host=decision.target, expected_epoch=snapshot.epoch,
                             reason=decision.reason)
+        if decision.action is Action.ADOPT:
+            return adopt(env, cluster, host=decision.target, epoch=decision.epoch,
+                         expected_epoch=snapshot.epoch, reason=decision.reason)
+        if decision.action is Action.RESUME:
+            return resume(env, cluster, expected_epoch=snapshot.epoch, reason=decision.reason)
         if decision.action is Action.RESYNC:
             return resync(env, cluster, host=decision.target, reason=decision.reason)
         if decision.action is Action.FAILBACK:

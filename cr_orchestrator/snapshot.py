@@ -8,9 +8,35 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from cr_orchestrator.decide import ClusterSnapshot, MemberState
-from cr_orchestrator.health import Liveness
+from cr_orchestrator.decide import ClusterSnapshot, Interrupted, MemberState
+from cr_orchestrator.health import ORCHESTRATOR, Liveness, Observation
+from cr_orchestrator.host_records import HostRecord, parse_record
 from cr_orchestrator.model import Cluster
+
+
+def latest_records(*, cluster: str, observations: list[Observation],
+                   windows_hosts: frozenset[str] = frozenset()) -> dict[str, HostRecord]:
+    """Each host's epoch and role records from its newest host probe that read them."""
+    newest: dict[str, Observation] = {}
+    for o in observations:
+        if o.subject == "host" and o.vantage == ORCHESTRATOR and "records" in o.detail \
+                and (o.host not in newest or o.at > newest[o.host].at):
+            newest[o.host] = o
+    out = {}
+    for host, o in newest.items():
+        raw = o.detail["records"] if isinstance(o.detail["records"], dict) else {}
+        out[host] = parse_record(host=host, cluster=cluster, epoch_text=raw.get("epoch"),
+                                 role_text=raw.get("role"), windows=host in windows_hosts)
+    return out
+
+
+def interrupted_change(change: Mapping | None) -> Interrupted | None:
+    """The journaled change (``ClusterState.change``) as ``decide`` reads it."""
+    if not change:
+        return None
+    return Interrupted(kind=str(change["kind"]), new_primary=str(change["new_primary"]),
+                       epoch=int(change["epoch"]), at=float(change.get("at") or 0.0),
+                       old_primary=change.get("old_primary"))
 
 
 def member_lags(*, cluster: Cluster, per_set: Mapping[str, Mapping[str, object]],
@@ -40,13 +66,16 @@ def member_lags(*, cluster: Cluster, per_set: Mapping[str, Mapping[str, object]]
 def build_snapshot(*, cluster: Cluster, assessment, primary: str | None, epoch: int,
                    paused: bool, lags: Mapping[str, float | None], restart_attempts: int,
                    recent_failovers: tuple[float, ...], failback_in_sync_since: float | None,
-                   now: float) -> ClusterSnapshot:
+                   now: float, records: Mapping[str, HostRecord] | None = None,
+                   seeded: bool = False, interrupted: Interrupted | None = None
+                   ) -> ClusterSnapshot:
     """The frozen picture ``decide`` reads (``assessment``: a detector.Assessment)."""
     members = []
     for m in cluster.members:
         view = assessment.hosts.get(m.host) if assessment is not None else None
         if view is None:
-            members.append(MemberState(m.host, m.role, m.priority, lag_s=lags.get(m.host)))
+            members.append(MemberState(m.host, m.role, m.priority, lag_s=lags.get(m.host),
+                                       record=(records or {}).get(m.host)))
             continue
         machine, service = view.machine, view.service
         # The verdict that explains a failure: the host's if it is down, else the service's.
@@ -60,6 +89,7 @@ def build_snapshot(*, cluster: Cluster, assessment, primary: str | None, epoch: 
             # the host itself (a service view that lags, e.g. right after a promotion,
             # is no sign of a cut-off orchestrator)
             observer_cut_off=machine.observer_cut_off,
+            record=(records or {}).get(m.host),
             **_via_shared_ip(view),
         ))
     return ClusterSnapshot(
@@ -70,6 +100,7 @@ def build_snapshot(*, cluster: Cluster, assessment, primary: str | None, epoch: 
         recent_failovers=tuple(recent_failovers),
         failback_in_sync_since=failback_in_sync_since,
         shared_ip=cluster.switch.shared_ip.ip if cluster.switch.shared_ip else None,
+        seeded=seeded, interrupted=interrupted,
     )
 
 

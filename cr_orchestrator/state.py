@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import json
+import logging
 import os
 import re
 import socket
@@ -37,10 +38,14 @@ from redis.exceptions import LockError
 from cr_orchestrator.errors import StateError
 from cr_orchestrator.model import Secret, Topology
 
+log = logging.getLogger(__name__)
+
 EVENTS_MAXLEN = 100_000  # per cluster, approximate (XADD MAXLEN ~)
 
-# KEYS[1] cluster hash; ARGV expected epoch, new primary, time. Returns {1, new epoch} or
-# {0, current epoch, current primary}.
+# KEYS[1] cluster hash; ARGV expected epoch, new primary, time, the change's journal
+# entry (JSON, or ''). Returns {1, new epoch} or {0, current epoch, current primary}. The
+# journal entry lands with the promotion itself: a worker that dies right after the
+# promotion always leaves the change it was making for the next one to resume.
 _PROMOTE = """
 local cur = redis.call('HGET', KEYS[1], 'epoch')
 if not cur then cur = '0' end
@@ -49,7 +54,46 @@ if cur ~= ARGV[1] then
 end
 local new = redis.call('HINCRBY', KEYS[1], 'epoch', 1)
 redis.call('HSET', KEYS[1], 'primary', ARGV[2], 'promoted_at', ARGV[3])
+redis.call('HDEL', KEYS[1], 'seeded')
+if ARGV[4] ~= '' then
+  local change = cjson.decode(ARGV[4])
+  change['epoch'] = new
+  redis.call('HSET', KEYS[1], 'change', cjson.encode(change))
+else
+  redis.call('HDEL', KEYS[1], 'change')
+end
 return {1, tostring(new)}
+"""
+
+# KEYS[1] cluster hash; ARGV configured primary. Records it at epoch 0 when nothing is
+# recorded, marked "seeded": nobody has yet checked it against what the hosts recorded.
+_ENSURE = """
+if redis.call('HEXISTS', KEYS[1], 'primary') == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'primary', ARGV[1], 'epoch', '0', 'seeded', '1')
+return 1
+"""
+
+# KEYS[1] cluster hash; ARGV expected epoch, primary, epoch. The primary and epoch the
+# hosts' records show, when Redis is still at the expected epoch.
+_ADOPT = """
+local cur = redis.call('HGET', KEYS[1], 'epoch')
+if not cur then cur = '0' end
+if cur ~= ARGV[1] then
+  return {0, cur, redis.call('HGET', KEYS[1], 'primary') or ''}
+end
+redis.call('HSET', KEYS[1], 'primary', ARGV[2], 'epoch', ARGV[3])
+redis.call('HDEL', KEYS[1], 'seeded', 'change')
+return {1, ARGV[3]}
+"""
+
+# KEYS[1] cluster hash; ARGV epoch. The change journaled at that epoch is over.
+_FINISH_CHANGE = """
+local raw = redis.call('HGET', KEYS[1], 'change')
+if not raw then return 0 end
+local ok, change = pcall(cjson.decode, raw)
+if ok and tostring(change['epoch']) ~= ARGV[1] then return 0 end
+redis.call('HDEL', KEYS[1], 'change')
+return 1
 """
 
 
@@ -105,6 +149,9 @@ class ClusterState:
         self.redis = redis_client
         self.prefix = prefix
         self._promote = redis_client.register_script(_PROMOTE)
+        self._ensure = redis_client.register_script(_ENSURE)
+        self._adopt = redis_client.register_script(_ADOPT)
+        self._finish_change = redis_client.register_script(_FINISH_CHANGE)
 
     # -- keys ---------------------------------------------------------------------------
     def key(self, cluster: str, part: str | None = None) -> str:
@@ -121,11 +168,51 @@ class ClusterState:
 
     # -- primary and epoch --------------------------------------------------------------
     def ensure(self, *, cluster: str, configured_primary: str) -> tuple[str, int]:
-        """Record the configured primary at epoch 0 if nothing is recorded yet."""
-        key = self.key(cluster)
-        self.redis.hsetnx(key, "epoch", 0)
-        self.redis.hsetnx(key, "primary", configured_primary)
+        """Record the configured primary at epoch 0 if nothing is recorded yet (a first
+        start, or a Redis that lost its keys). Such a state is only the inventory's word:
+        it stays marked :meth:`seeded` until the hosts' records confirm it or overrule it
+        (rule "hosts first" of ``decide``)."""
+        self._ensure(keys=[self.key(cluster)], args=[configured_primary])
         return self.primary(cluster), self.epoch(cluster)
+
+    def seeded(self, cluster: str) -> bool:
+        """True while the state is the inventory's word, not yet checked against the hosts."""
+        return self.redis.hget(self.key(cluster), "seeded") == b"1"
+
+    def adopt(self, *, cluster: str, primary: str, epoch: int, expected_epoch: int) -> None:
+        """Take the primary and epoch that the hosts recorded (clears ``seeded`` and any
+        journaled change); :class:`PromotionConflict` when Redis moved meanwhile."""
+        result = self._adopt(keys=[self.key(cluster)],
+                             args=[str(expected_epoch), primary, str(int(epoch))])
+        if int(result[0]) != 1:
+            current = self._int(self.key(cluster), result[1], "epoch")
+            raise PromotionConflict(
+                f"cannot adopt {primary} at epoch {epoch} in {cluster}: epoch is {current} "
+                f"(primary {result[2].decode() or 'nobody'}), not the expected {expected_epoch}")
+
+    # -- the journal of a change in progress --------------------------------------------
+    def change(self, cluster: str) -> dict | None:
+        """The topology change journaled with the last promotion and not yet finished:
+        ``{"kind", "new_primary", "old_primary", "epoch", "old_primary_down", "at",
+        "reason"}``, or None."""
+        key = self.key(cluster)
+        raw = self.redis.hget(key, "change")
+        if raw is None:
+            return None
+        try:
+            value = json.loads(raw)
+            if not isinstance(value, dict):
+                raise ValueError("not an object")
+            for name, kind in (("kind", str), ("new_primary", str), ("epoch", int)):
+                if not isinstance(value.get(name), kind):
+                    raise ValueError(f"{name} missing or not a {kind.__name__}")
+        except ValueError as exc:
+            raise StateError(f"malformed Redis state: {key} change: {exc}") from exc
+        return value
+
+    def finish_change(self, cluster: str, epoch: int) -> bool:
+        """The change journaled at ``epoch`` is over (done, or failed and reported)."""
+        return bool(self._finish_change(keys=[self.key(cluster)], args=[str(int(epoch))]))
 
     def primary(self, cluster: str) -> str | None:
         raw = self.redis.hget(self.key(cluster), "primary")
@@ -135,15 +222,18 @@ class ClusterState:
         return self._int(self.key(cluster), self.redis.hget(self.key(cluster), "epoch"), "epoch")
 
     def promote(self, *, cluster: str, new_primary: str, expected_epoch: int,
-                now: float | None = None) -> int:
+                now: float | None = None, change: dict | None = None) -> int:
         """Make ``new_primary`` the live primary if the epoch is still ``expected_epoch``.
 
+        ``change``: the journal entry of the change this promotion starts (its kind, old
+        primary, ...; the new epoch is added), kept until :meth:`finish_change`.
         Returns the new epoch (the fencing token to pass to every playbook and sync);
         raises :class:`PromotionConflict` when someone else promoted meanwhile.
         """
         at = time.time() if now is None else now
+        journal = dumps({**change, "new_primary": new_primary, "at": at}) if change else ""
         result = self._promote(keys=[self.key(cluster)],
-                               args=[str(expected_epoch), new_primary, repr(at)])
+                               args=[str(expected_epoch), new_primary, repr(at), journal])
         if int(result[0]) == 1:
             return int(result[1])
         current = self._int(self.key(cluster), result[1], "epoch")
@@ -280,8 +370,13 @@ class ClusterState:
     # -- locks --------------------------------------------------------------------------
     @contextlib.contextmanager
     def lock(self, *, cluster: str, replica_set: str | None = None, ttl_s: float = 30.0,
-             wait_s: float = 0.0, kind: str = "cluster") -> Iterator["redis.lock.Lock"]:
-        """Hold the cluster (or replica-set, or round) lock; a thread extends it while held.
+             wait_s: float = 0.0, kind: str = "cluster") -> Iterator["Lease"]:
+        """Hold the cluster (or replica-set, or round) lock as a lease: a thread extends
+        it every quarter of ``ttl_s`` while held, so a holder that dies (a SIGKILLed
+        worker) frees it within ``ttl_s``. If the lease cannot be extended (taken over,
+        expired, Redis unreachable for ``ttl_s``), it says so in the log and sets
+        :attr:`Lease.lost`: the work it protects must stop (flows pass it to the playbook
+        runner as its cancel event).
 
         Raises :class:`StateError` naming the holder when it cannot be had in ``wait_s``.
         """
@@ -295,14 +390,15 @@ class ClusterState:
             raise LockBusy(f"{what} is locked by {holder.decode() if holder else 'someone'}"
                              f" ({key}): another change is running")
         stop = threading.Event()
-        keeper = threading.Thread(target=_keep_alive, args=(lock, ttl_s, stop), daemon=True)
+        lease = Lease(lock=lock, key=key, ttl_s=ttl_s)
+        keeper = threading.Thread(target=_keep_alive, args=(lease, stop), daemon=True)
         keeper.start()
         try:
-            yield lock
+            yield lease
         finally:
             stop.set()
             keeper.join()
-            with contextlib.suppress(LockError):
+            with contextlib.suppress(LockError, redis.RedisError):
                 lock.release()
 
     def lock_holder(self, cluster: str, replica_set: str | None = None) -> str | None:
@@ -330,11 +426,34 @@ class ClusterState:
                 from None
 
 
-def _keep_alive(lock: "redis.lock.Lock", ttl_s: float, stop: threading.Event) -> None:
-    # A playbook may outlive the TTL: re-arm the lease every third of it while held.
-    while not stop.wait(ttl_s / 3):
-        with contextlib.suppress(LockError, redis.RedisError):
-            lock.reacquire()
+class Lease:
+    """A held lock: ``lost`` is set when its keeper could not extend it in time."""
+
+    def __init__(self, *, lock: "redis.lock.Lock", key: str, ttl_s: float) -> None:
+        self.lock, self.key, self.ttl_s = lock, key, ttl_s
+        self.lost = threading.Event()
+        self.why: str | None = None
+
+    def lose(self, why: str) -> None:
+        self.why = why
+        self.lost.set()
+        log.error("lost the lock %s: %s; stopping the work it protects", self.key, why)
+
+
+def _keep_alive(lease: Lease, stop: threading.Event) -> None:
+    # A playbook outlives the TTL: re-arm the lease every quarter of it while held.
+    last_ok = time.monotonic()
+    while not stop.wait(lease.ttl_s / 4):
+        try:
+            lease.lock.reacquire()
+            last_ok = time.monotonic()
+        except LockError as exc:  # expired, or another holder has it now
+            lease.lose(f"it expired or was taken over ({exc})")
+            return
+        except redis.RedisError as exc:
+            if time.monotonic() - last_ok >= lease.ttl_s:
+                lease.lose(f"Redis did not answer for {lease.ttl_s:.0f} s ({exc})")
+                return
 
 
 def live_status(topology: Topology, redis_client: redis.Redis, prefix: str = "cr") -> dict:

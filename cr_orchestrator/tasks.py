@@ -75,7 +75,7 @@ def _follow_primary(env: flows.Env, inventory_path: str, cluster: str,
     from cr_orchestrator.decide import Action
     from cr_orchestrator.schedule import follow_primaries
 
-    if outcome.decision.action in (Action.FAILOVER, Action.FAILBACK):
+    if outcome.decision.action in (Action.FAILOVER, Action.FAILBACK, Action.ADOPT):
         change = follow_primaries(app, env.topology, inventory_path, redis_client=env.redis,
                                   prefix=env.prefix)
         log.info("%s: %s", cluster, change)

@@ -9,12 +9,14 @@ import pytest
 from cr_orchestrator.decide import (
     Action,
     ClusterSnapshot,
+    Interrupted,
     MemberState,
     decide,
     rank_targets,
     with_member,
 )
 from cr_orchestrator.health import Liveness
+from cr_orchestrator.host_records import HostRecord, HostRole
 from cr_orchestrator.model import FailbackMode, Policy, Role
 
 UP, DOWN, SUSPECT, UNKNOWN = Liveness.UP, Liveness.DOWN, Liveness.SUSPECT, Liveness.UNKNOWN
@@ -62,8 +64,94 @@ def after_failover(**snap) -> ClusterSnapshot:
     return replace(s, primary="mail-b", epoch=4, **snap)
 
 
+def rec(epoch: int | None, role: str | None = None, role_epoch: int | None = None,
+        problem: str | None = None) -> HostRecord:
+    return HostRecord(epoch, HostRole(role) if role else None,
+                      role_epoch if role_epoch is not None else (epoch if role else None),
+                      problem)
+
+
+def with_records(snapshot: ClusterSnapshot, **records: HostRecord) -> ClusterSnapshot:
+    for host, record in records.items():
+        snapshot = with_member(snapshot, host.replace("_", "-"), record=record)
+    return snapshot
+
+
+def redis_lost(**snap) -> ClusterSnapshot:
+    """Redis lost its keys while mail-b was primary at epoch 4 (the hosts say so); it was
+    seeded again from the inventory: mail-a at epoch 0. mail-b serves, mail-a does not."""
+    s = with_member(healthy(), "mail-a", service_liveness=DOWN)
+    s = with_member(s, "mail-b", service_liveness=UP)
+    s = with_records(s, mail_a=rec(4, "secondary"), mail_b=rec(4, "primary"),
+                     mail_dr=rec(None))
+    return replace(s, epoch=0, seeded=True, **snap)
+
+
+def seeded(**snap) -> ClusterSnapshot:
+    """A first start: Redis seeded with mail-a at epoch 0; no host has any record."""
+    s = with_records(healthy(), mail_a=rec(None), mail_b=rec(None), mail_dr=rec(None))
+    return replace(s, epoch=0, seeded=True, **snap)
+
+
+def interrupted(**snap) -> ClusterSnapshot:
+    """A failover to mail-b was promoted at epoch 4 and its worker died: mail-b does not
+    serve yet, mail-a is down."""
+    s = with_member(primary_down(), "mail-b", service_liveness=DOWN)
+    return replace(s, primary="mail-b", epoch=4, interrupted=Interrupted(
+        "failover", "mail-b", 4, NOW - 9, "mail-a"), **snap)
+
+
 ROWS = [
     # id, snapshot, policy, action, target, reason fragments
+    ("Redis lost its keys: the host that recorded the primary role is adopted",
+     redis_lost(), POLICY, Action.ADOPT, "mail-b",
+     ["the hosts are ahead of Redis", "Redis says mail-a at epoch 0",
+      "mail-b recorded that it took the primary role at epoch 4",
+      "adopting mail-b as primary at epoch 4"]),
+    ("Redis behind the hosts (not seeded): adopted too",
+     replace(redis_lost(), seeded=False, epoch=3), POLICY, Action.ADOPT, "mail-b",
+     ["Redis says mail-a at epoch 3", "adopting mail-b as primary at epoch 4"]),
+    ("hosts ahead, no role record: the one serving at that epoch is adopted",
+     with_records(redis_lost(), mail_a=rec(None), mail_b=rec(4)), POLICY, Action.ADOPT,
+     "mail-b", ["no host recorded the primary role at it, but mail-b serves"]),
+    ("hosts ahead, nobody claims or serves: hold, never the inventory's word",
+     with_member(with_records(redis_lost(), mail_b=rec(4)), "mail-b",
+                 service_liveness=DOWN), POLICY, Action.HOLD, None,
+     ["the hosts are ahead of Redis", "none of them serves", "not acting on Redis's word",
+      "crctl adopt mail HOST"]),
+    ("two hosts claim the primary role at the newest epoch: hold",
+     with_records(redis_lost(), mail_a=rec(4, "primary")), POLICY, Action.HOLD, None,
+     ["mail-a and mail-b both claim the primary role"]),
+    ("a malformed record holds everything", with_records(
+        healthy(), mail_b=rec(None, problem="the epoch record /x/mail.epoch on mail-b holds "
+                                            "'x1', not a whole number")),
+     POLICY, Action.HOLD, None, ["not acting: the epoch record /x/mail.epoch on mail-b"]),
+    ("seeded: wait until every member's records were read",
+     with_member(seeded(), "mail-dr", record=None), POLICY, Action.HOLD, None,
+     ["seeded from the inventory (mail-a at epoch 0)",
+      "waiting to read the epoch records of mail-dr"]),
+    ("seeded: wait until it is known who serves",
+     with_member(seeded(), "mail-b", service_liveness=UNKNOWN), POLICY, Action.HOLD, None,
+     ["waiting to see whether mail-b serve(s)"]),
+    ("seeded while another member serves and no host is newer: hold, never demote it",
+     with_member(seeded(), "mail-b", service_liveness=UP), POLICY, Action.HOLD, None,
+     ["but mail-b serve(s)", "not demoting a serving host on the inventory's word"]),
+    ("seeded, the hosts agree: the seeded primary is confirmed", seeded(), POLICY,
+     Action.ADOPT, "mail-a", ["every member's records were read", "confirming mail-a at epoch 0"]),
+    ("paused does not stop adopting (no host changes)", redis_lost(paused=True), POLICY,
+     Action.ADOPT, "mail-b", ["adopting mail-b", "adopting changes no host"]),
+    ("hosts at Redis's epoch, not seeded: Redis is right", with_records(
+        healthy(), mail_a=rec(3, "primary"), mail_b=rec(3, "secondary")), POLICY,
+     Action.NONE, None, ["mail-a is primary (epoch 3) and up"]),
+    ("a journaled failover whose worker died is resumed", interrupted(), POLICY,
+     Action.RESUME, "mail-b",
+     ["resuming the failover to mail-b at epoch 4", "started 9 s ago and never finished",
+      "same epoch"]),
+    ("a journal of an older epoch is not resumed",
+     replace(interrupted(), interrupted=Interrupted("failover", "mail-b", 3, NOW, "mail-a")),
+     POLICY, Action.NONE, None, ["waiting: primary mail-b"]),
+    ("paused holds a resume, saying so", interrupted(paused=True), POLICY, Action.HOLD, None,
+     ["paused by an operator", "would otherwise do resume"]),
     ("healthy", healthy(), POLICY, Action.NONE, None,
      ["mail-a is primary (epoch 3) and up", "mail-b replica 4 s behind"]),
     ("orchestrator cut off from a primary its peers see serving",
