@@ -66,6 +66,8 @@ def env(redis_client, prefix, rec):
     e = flows.Env(topology=make_topology(), redis=redis_client, prefix=prefix,
                   run_playbook=rec.run_playbook, sync=rec.sync, probe=lambda **kw: [])
     e.state.ensure(cluster="mail", configured_primary="mail-a")
+    # as a running orchestrator has it: the hosts confirmed the seeded state long ago
+    e.state.adopt(cluster="mail", primary="mail-a", epoch=0, expected_epoch=0)
     return e
 
 
@@ -413,3 +415,58 @@ def test_reassert_runs_switch_ip_on_the_live_primary_at_the_same_epoch(env, rec)
         flows.reassert(env, cluster(env), host="mail-b", expected_epoch=0, reason="x")
     with pytest.raises(StateError, match="moved on to epoch 0"):
         flows.reassert(env, cluster(env), host="mail-a", expected_epoch=3, reason="x")
+
+
+def test_a_seeded_state_holds_until_every_members_records_were_read(env, rec):
+    env.redis.delete(env.state.key("mail"))  # Redis lost its keys
+    out = flows.probe_round(env, "mail")
+    assert out.decision.action.value == "hold"
+    assert ("Redis had no state for mail and was seeded from the inventory (mail-a at epoch "
+            "0); waiting to read the epoch records of mail-a, mail-b, mail-dr") in out.summary
+    assert env.state.seeded("mail") and rec.calls == []
+
+
+def test_a_failover_journals_its_change_and_closes_it_when_the_playbook_ends(env, rec):
+    seen = []
+    real = rec.run_playbook
+
+    def looking(**kw):
+        seen.append(env.state.change("mail"))  # what a dead worker would leave behind
+        return real(**kw)
+
+    env.run_playbook = looking
+    out = flows.failover(env, cluster(env), to="mail-b", expected_epoch=0, reason="mail-a down",
+                         old_primary_down=True)
+    assert out.ok
+    assert seen[0]["epoch"] == 1 and seen[0]["new_primary"] == "mail-b"
+    assert seen[0]["old_primary_down"] is True and seen[0]["kind"] == "failover"
+    assert env.state.change("mail") is None
+
+
+def test_an_interrupted_failover_is_resumed_at_the_same_epoch(env, rec):
+    # the promotion landed with its journal entry, then the worker died (no playbook ran)
+    env.state.promote(cluster="mail", new_primary="mail-b", expected_epoch=0, change={
+        "kind": "failover", "playbook": "failover", "old_primary": "mail-a",
+        "old_primary_down": True, "reason": "mail-a down"})
+    out = flows.resume(env, cluster(env), expected_epoch=1, reason="resuming")
+    assert out.ok, out.summary
+    assert rec.calls == [("playbook", "failover", None, {
+        "cr_cluster": "mail", "cr_new_primary": "mail-b", "cr_old_primary": "mail-a",
+        "cr_epoch": 1, "cr_old_primary_down": True})]
+    assert env.state.epoch("mail") == 1 and env.state.change("mail") is None
+    kinds = [e.kind for e in env.state.events("mail")]
+    assert kinds == ["resumed", "playbook"]
+    with pytest.raises(StateError, match="nothing to resume"):
+        flows.resume(env, cluster(env), expected_epoch=1, reason="again")
+
+
+def test_a_playbook_whose_lease_is_lost_is_cancelled_and_its_change_kept(env, rec):
+    def lose_the_lock(**kw):
+        env.redis.set(env.state.lock_key("mail"), "another-worker", px=5000)
+        assert kw["cancel"].wait(5), "the playbook was not told to stop"
+        return Result(ok=False, status="canceled", rc=-1, summary="canceled")
+
+    env.run_playbook = lose_the_lock
+    out = flows.failover(env, cluster(env), to="mail-b", expected_epoch=0, reason="down")
+    assert not out.ok
+    assert env.state.change("mail")["epoch"] == 1  # left for the next holder to resume

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 
@@ -96,14 +97,77 @@ def test_lock_admits_one_holder_at_a_time_and_is_released_only_by_its_owner(stat
 
 
 def test_lock_is_extended_while_held_and_not_deleted_when_stolen(state, redis_client):
-    with state.lock(cluster="mail", ttl_s=0.6) as lock:
+    with state.lock(cluster="mail", ttl_s=0.6) as lease:
         time.sleep(1.0)  # longer than the TTL: the keeper re-armed it
-        assert state.lock_holder("mail") == lock.local.token.decode()
+        assert state.lock_holder("mail") == lease.lock.local.token.decode()
+        assert not lease.lost.is_set()
     key = state.lock_key("mail")
     # someone else's lock (e.g. ours expired and another worker took it) survives our release
     with state.lock(cluster="mail", ttl_s=5):
         redis_client.set(key, "other-worker")
     assert redis_client.get(key) == b"other-worker"
+
+
+def test_a_lease_taken_over_says_so_and_sets_lost(state, redis_client, caplog):
+    """The work a lock protects must stop when its keeper cannot extend it: the flows
+    pass ``lost`` to the playbook runner as its cancel event."""
+    with state.lock(cluster="mail", ttl_s=0.8) as lease:
+        redis_client.set(state.lock_key("mail"), "other-worker", px=5000)
+        assert lease.lost.wait(2.0), "the keeper did not notice"
+        assert "expired or was taken over" in lease.why
+    assert "lost the lock" in caplog.text and state.lock_key("mail") in caplog.text
+    assert redis_client.get(state.lock_key("mail")) == b"other-worker"
+
+
+def test_a_dead_holders_lease_frees_the_lock_within_its_ttl(state, redis_client):
+    """A worker SIGKILLed mid-change extends its lease no more: the lock is free again
+    within the TTL, not after a long fixed timeout."""
+    import subprocess
+    import sys
+
+    url = os.environ.get("CR_REDIS_URL", "redis://127.0.0.1:6379/0")
+    code = ("import os, redis; from cr_orchestrator.state import ClusterState; "
+            f"s = ClusterState(redis.Redis.from_url({url!r}), {state.prefix!r}); "
+            "cm = s.lock(cluster='mail', ttl_s=1.5); cm.__enter__(); "
+            "print('held', flush=True); os.kill(os.getpid(), 9)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=30)
+    assert proc.stdout.strip() == "held", proc.stderr
+    assert state.lock_holder("mail") is not None
+    deadline = time.monotonic() + 5
+    while state.lock_holder("mail") is not None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert state.lock_holder("mail") is None
+
+
+def test_the_promotion_journals_its_change_until_it_is_finished(state):
+    state.ensure(cluster="mail", configured_primary="mail-a")
+    assert state.seeded("mail")
+    epoch = state.promote(cluster="mail", new_primary="mail-b", expected_epoch=0, now=50.0,
+                          change={"kind": "failover", "old_primary": "mail-a",
+                                  "old_primary_down": True})
+    assert not state.seeded("mail")  # a promotion is more than the inventory's word
+    change = state.change("mail")
+    assert change["epoch"] == epoch == 1
+    assert (change["kind"], change["new_primary"], change["old_primary"]) == \
+        ("failover", "mail-b", "mail-a")
+    assert change["old_primary_down"] is True and change["at"] == 50.0
+    assert not state.finish_change("mail", 7)  # another epoch's change stays
+    assert state.finish_change("mail", 1)
+    assert state.change("mail") is None
+
+
+def test_adopt_takes_the_hosts_word_and_clears_seed_and_journal(state, redis_client):
+    state.ensure(cluster="mail", configured_primary="mail-a")
+    state.adopt(cluster="mail", primary="mail-b", epoch=6, expected_epoch=0)
+    assert (state.primary("mail"), state.epoch("mail"), state.seeded("mail")) == \
+        ("mail-b", 6, False)
+    from cr_orchestrator.state import PromotionConflict
+    with pytest.raises(PromotionConflict, match="not the expected 0"):
+        state.adopt(cluster="mail", primary="mail-a", epoch=9, expected_epoch=0)
+    redis_client.hset(state.key("mail"), "change", "{not json")
+    with pytest.raises(StateError, match="malformed Redis state: .*change"):
+        state.change("mail")
 
 
 def test_replica_set_lock_is_separate_from_the_cluster_lock(state):
