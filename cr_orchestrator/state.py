@@ -109,6 +109,21 @@ def connect(url: str | None = None) -> redis.Redis:
     )
 
 
+def persistence_warning(client: redis.Redis) -> str | None:
+    """Why ``client``'s Redis would lose the orchestrator's state on a restart, or None
+    (also None when it does not say: CONFIG is often disabled on managed services)."""
+    try:
+        config = client.config_get("appendonly") | client.config_get("save")
+    except redis.RedisError:
+        return None
+    if config.get("appendonly") == "yes" or (config.get("save") or "").strip():
+        return None
+    return ("this Redis keeps nothing on disk (appendonly no, no save points): a restart "
+            "loses the epochs, the journal of a change in progress and the history. The "
+            "hosts' epoch records keep failovers safe, but configure appendonly yes with "
+            "appendfsync everysec (docs/operations.md)")
+
+
 class LockBusy(StateError):
     """A lock is held by someone else (its holder is in the message)."""
 

@@ -55,10 +55,13 @@ if [[ ! -x $venv/bin/python || ! -f $stamp || $here/pyproject.toml -nt $stamp ]]
 fi
 
 if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
-  log "starting redis-server on 127.0.0.1:6379"
+  # Persistent (append-only file, fsync every second): the orchestrator's state (epochs,
+  # the journal of a change in progress, history) must survive a restart of Redis.
+  log "starting redis-server on 127.0.0.1:6379 (append-only file in /var/lib/redis)"
   mkdir -p /var/lib/redis /var/log/redis
-  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no \
-    --dir /var/lib/redis --logfile /var/log/redis/cr-orchestrator.log --maxmemory-policy noeviction
+  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly yes \
+    --appendfsync everysec --dir /var/lib/redis --logfile /var/log/redis/cr-orchestrator.log \
+    --maxmemory-policy noeviction
   for _ in $(seq 50); do redis-cli ping >/dev/null 2>&1 && break; sleep 0.1; done
 fi
 

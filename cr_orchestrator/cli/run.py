@@ -6,7 +6,9 @@ scheduler (several beats may run: RedBeat's lock keeps one active, the others st
 Before that, and whenever a file of the inventory changes, the RedBeat schedule is
 regenerated from the inventory. Ctrl-C or SIGTERM stops the children (warm shutdown:
 SIGTERM, then SIGKILL of their process groups after ``--stop-timeout``) so nothing is
-left behind; if a child dies, the others are stopped and the exit code says so.
+left behind. A child that dies (killed, out of memory, a crash) is started again, after
+a back-off that doubles from 1 s up to 30 s while it keeps dying young; the orchestrator
+never stops on its own (a change its worker was making is resumed by the next round).
 """
 
 from __future__ import annotations
@@ -72,27 +74,60 @@ def child_commands(*, queues: list[str], concurrency: int, loglevel: str, beat: 
     return children
 
 
+RESTART_BACKOFF_S = (1.0, 30.0)  # first and longest wait before starting a dead child
+RAN_LONG_ENOUGH_S = 60.0  # a child that ran this long before dying starts the back-off anew
+
+
+def restart_delay(deaths_in_a_row: int) -> float:
+    """Pure: the wait before starting a child that died ``deaths_in_a_row`` times young."""
+    first, longest = RESTART_BACKOFF_S
+    return min(longest, first * 2 ** max(0, deaths_in_a_row - 1))
+
+
 class Supervisor:
-    """Runs the children; stops them all, by process group, on a signal or a death."""
+    """Runs the children, starts a dead one again (with back-off), and stops them all, by
+    process group, on a signal."""
 
     def __init__(self, children: list[Child], *, env: dict[str, str], stop_timeout_s: float):
-        self.children = children
+        self.children = {child.name: child for child in children}
         self.env = env
         self.stop_timeout_s = stop_timeout_s
         self.procs: dict[str, subprocess.Popen] = {}
+        self.started_at: dict[str, float] = {}
+        self.deaths: dict[str, int] = {}
+        self.restart_at: dict[str, float] = {}
         self.stopping = threading.Event()
 
     def start(self) -> None:
-        for child in self.children:
-            # Own session: a terminal's Ctrl-C reaches us only, and we stop the children in
-            # order; killpg then also reaches the worker's pool processes.
-            self.procs[child.name] = subprocess.Popen(child.argv, env=self.env,
-                                                      start_new_session=True)
-            log.info("started %s (pid %d)", child.name, self.procs[child.name].pid)
+        for name in self.children:
+            self._start(name)
 
-    def dead(self) -> list[str]:
-        return [f"{name} exited with {p.returncode}" for name, p in self.procs.items()
-                if p.poll() is not None]
+    def _start(self, name: str) -> None:
+        # Own session: a terminal's Ctrl-C reaches us only, and we stop the children in
+        # order; killpg then also reaches the worker's pool processes.
+        self.procs[name] = subprocess.Popen(self.children[name].argv, env=self.env,
+                                            start_new_session=True)
+        self.started_at[name] = time.monotonic()
+        log.info("started %s (pid %d)", name, self.procs[name].pid)
+
+    def revive(self) -> None:
+        """Start again every child that died, once its back-off has passed."""
+        now = time.monotonic()
+        for name, proc in self.procs.items():
+            if proc.poll() is None or self.stopping.is_set():
+                continue
+            if name not in self.restart_at:
+                # what it left in its group (a pool process) goes first
+                _signal_group(proc, signal.SIGKILL)
+                young = now - self.started_at[name] < RAN_LONG_ENOUGH_S
+                self.deaths[name] = self.deaths.get(name, 0) + 1 if young else 1
+                delay = restart_delay(self.deaths[name])
+                self.restart_at[name] = now + delay
+                log.error("%s exited with %s; starting it again in %.0f s", name,
+                          proc.returncode, delay)
+            elif now >= self.restart_at[name]:
+                del self.restart_at[name]
+                self._start(name)
 
     def stop(self) -> None:
         self.stopping.set()
@@ -137,7 +172,7 @@ def run(args: argparse.Namespace) -> int:
     from cr_orchestrator.cli.validate import inventory_of
     from cr_orchestrator.inventory import load_topology
     from cr_orchestrator.schedule import live_primaries, sync_schedule
-    from cr_orchestrator.state import connect
+    from cr_orchestrator.state import connect, persistence_warning
     from cr_orchestrator.tasks import inventory_signature
 
     logging.basicConfig(level=args.loglevel.upper(), format="%(asctime)s crctl run: %(message)s")
@@ -146,6 +181,8 @@ def run(args: argparse.Namespace) -> int:
     topology = load_topology(inventory, vault_password_file=args.vault_password_file)
     queues = [site_queue(s) for s in _sites(topology, args.site)]
     client = connect(app.conf.cr_redis_url)
+    if warning := persistence_warning(client):
+        log.warning("%s", warning)
 
     def resync_schedule(topo) -> None:
         change = sync_schedule(app, topo, inventory, primaries=live_primaries(
@@ -179,10 +216,7 @@ def _supervise(supervisor: Supervisor, inventory: str, args, resync_schedule, lo
     try:
         checked = time.monotonic()
         while not supervisor.stopping.wait(0.5):
-            if dead := supervisor.dead():
-                log.error("stopping: %s", "; ".join(dead))
-                code = 1
-                break
+            supervisor.revive()
             if time.monotonic() - checked < args.watch_interval:
                 continue
             checked = time.monotonic()
@@ -199,5 +233,5 @@ def _supervise(supervisor: Supervisor, inventory: str, args, resync_schedule, lo
         supervisor.stop()
         for s, handler in previous.items():
             signal.signal(s, handler)
-    print(f"crctl run: stopped ({'a child died' if code else 'on request'})", file=sys.stderr)
+    print("crctl run: stopped (on request)", file=sys.stderr)
     return code

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from cr_orchestrator.celery_app import make_app
-from cr_orchestrator.cli.run import child_commands
+from cr_orchestrator.cli.run import child_commands, restart_delay
 from cr_orchestrator.schedule import existing_entries
 from cr_orchestrator.state import ClusterState
 
@@ -105,3 +105,41 @@ def test_run_probes_on_schedule_follows_the_inventory_and_stops_without_orphans(
     assert [pgid for pgid in children if pgid in after] == [], "orphans left behind"
     assert "crctl run: stopped (on request)" in output
     assert "WorkerLostError" not in output  # tasks were not killed midway
+
+
+def test_restart_back_off_doubles_up_to_a_bound():
+    assert [restart_delay(n) for n in (1, 2, 3, 4, 5, 6, 9)] == [1, 2, 4, 8, 16, 30, 30]
+
+
+def test_a_killed_worker_is_started_again_and_rounds_go_on(tmp_path, prefix, redis_client):
+    """SIGKILL of the worker and its pool (as an OOM killer or an operator's mistake
+    would): `crctl run` keeps running, starts a new worker, and rounds are decided again."""
+    inventory = tmp_path / "hosts.yml"
+    inventory.write_text(UNREACHABLE_INVENTORY)
+    proc = subprocess.Popen(
+        [CRCTL, "run", "-i", str(inventory), "--redis-url", REDIS_URL, "--prefix", prefix,
+         "--concurrency", "1", "--stop-timeout", "15", "--loglevel", "WARNING"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        state = ClusterState(redis_client, prefix)
+        wait_for(lambda: state.last_decision("mail"), 45, "a first decision")
+        groups = wait_for(lambda: children_of(proc.pid) if len(children_of(proc.pid)) == 2
+                          else None, 10, "worker and beat")
+        worker = next(pid for pid in groups if "worker" in Path(f"/proc/{pid}/cmdline")
+                      .read_text())
+        os.killpg(worker, signal.SIGKILL)
+        killed_at = time.time()
+        wait_for(lambda: len(children_of(proc.pid)) == 2 and worker not in children_of(proc.pid),
+                 20, "a new worker")
+        wait_for(lambda: (state.last_decision("mail") or {}).get("at", 0) > killed_at + 1, 45,
+                 "a round decided by the new worker")
+        assert proc.poll() is None, "crctl run stopped when its worker died"
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=40)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            for pgid in children_of(proc.pid):
+                os.killpg(pgid, signal.SIGKILL)
+    assert "worker exited with -9; starting it again in 1 s" in output, output
+    assert proc.returncode == 0, output
