@@ -17,6 +17,7 @@ import mailbox
 import os
 import signal
 import socket
+import time
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
@@ -31,6 +32,10 @@ class MaildirHandler:
         content = envelope.original_content or envelope.content or b""
         if isinstance(content, str):
             content = content.encode("utf-8", "surrogateescape")
+        # Who accepted it, and when: a story's checker can tell whether two hosts ever
+        # acknowledged mail at the same time (a trace header, as a real MTA's Received:).
+        content = (f"X-Cr-Lab-Accepted: {socket.gethostname()} {time.time():.3f}\r\n"
+                   .encode() + content)
         # mailbox.Maildir writes tmp/ then renames into new/: readers never see half a file
         key = mailbox.Maildir(self.maildir, create=True).add(content)
         return f"250 OK delivered as {key}"

@@ -45,6 +45,11 @@ class Orders:
     def recorded_epoch(self, host: str) -> int:
         return recorded_epoch(self.lab, host)
 
+    def recorded_role(self, host: str) -> str | None:
+        """The host's role record ("primary N" / "secondary N"), None when absent."""
+        proc = self.lab.run_on(host, f"cat /var/lib/cr-orchestrator/{CLUSTER}.role")
+        return proc.stdout.strip() if proc.returncode == 0 else None
+
     def next_epoch(self) -> int:
         self.epoch += 1
         return self.epoch

@@ -46,12 +46,14 @@ def test_switch_ip_moves_the_shared_ip_and_clients_follow(lab, orders):
 
     moved = orders.run("switch_ip", new="mail-b", old="mail-a")
     assert moved.ok, moved.summary
-    assert moved.changed == {"mail-a": 1, "mail-b": 1}, moved.summary
+    # mail-b: its records (epoch and "primary"), then the address; mail-a: the release
+    assert moved.changed == {"mail-a": 1, "mail-b": 2}, moved.summary
+    assert orders.recorded_role("mail-b") == f"primary {orders.epoch}"
     assert orders.holds_shared_ip("mail-b") and not orders.holds_shared_ip("mail-a")
     subject = send_mail_from_client(lab, lab.shared_ip)
     assert delivered_to(lab, "mail-b", subject) and not delivered_to(lab, "mail-a", subject)
 
-    again = orders.run("switch_ip", new="mail-b", old="mail-a")
+    again = orders.run("switch_ip", new="mail-b", old="mail-a", epoch=orders.epoch)
     assert again.ok and again.changed == {}, again.summary
     assert "nothing changed" in again.summary
 
@@ -71,7 +73,8 @@ def test_switch_dns_points_the_record_at_the_new_primary_with_a_low_ttl(lab, ord
     assert to_dr.ok, to_dr.summary
     assert dig(lab, lab.dns_name) == [(5, dr_address)]  # ttl 5 from cr_switch.dns.ttl
 
-    again = orders.run("switch_dns", new="mail-dr")
+    assert orders.recorded_role("mail-dr") == f"primary {orders.epoch}"
+    again = orders.run("switch_dns", new="mail-dr", epoch=orders.epoch)
     assert again.ok and again.changed == {}, again.summary
 
     # mail-a is on the shared IP's site: the record goes back to the shared IP.
@@ -87,11 +90,13 @@ def test_demote_and_promote_stop_and_start_the_mail_service(lab, orders):
     assert not orders.service_runs("mail-b")
     assert not orders.holds_shared_ip("mail-b")
     assert orders.recorded_epoch("mail-b") == orders.epoch
+    assert orders.recorded_role("mail-b") == f"secondary {orders.epoch}"
 
     promoted = orders.run("promote", new="mail-b")
     assert promoted.ok, promoted.summary
     assert orders.service_runs("mail-b")
     assert orders.recorded_epoch("mail-b") == orders.epoch
+    assert orders.recorded_role("mail-b") == f"primary {orders.epoch}"
 
     again = orders.run("promote", new="mail-b", epoch=orders.epoch)
     assert again.ok and again.changed == {}, again.summary
@@ -142,6 +147,7 @@ def test_failover_from_a_primary_known_down_never_contacts_it_and_clients_follow
     assert touched == {"mail-b"}, touched  # not one task ran for (or connected to) mail-a
     assert orders.holds_shared_ip("mail-b") and orders.service_runs("mail-b")
     assert orders.recorded_epoch("mail-b") == orders.epoch
+    assert orders.recorded_role("mail-b") == f"primary {orders.epoch}"
     subject = send_mail_from_client(lab, lab.shared_ip)
     assert delivered_to(lab, "mail-b", subject)
 
@@ -149,7 +155,11 @@ def test_failover_from_a_primary_known_down_never_contacts_it_and_clients_follow
     assert again.ok and again.changed == {"mail-b": 1}, again.summary
     said = [e["event_data"]["res"]["stdout"].strip() for e in events_of(again)
             if e["event"] == "runner_on_ok" and e["event_data"]["task"].startswith("Take the primary role")]
-    assert said == [f"changed: epoch:{orders.epoch}"]  # services and shared IP left as they were
+    # services and shared IP left as they were; the records move to the new epoch
+    assert said == [f"changed: epoch:{orders.epoch} role:primary"]
+    same = orders.run("failover", new="mail-b", old="mail-a", cr_old_primary_down=True,
+                      epoch=orders.epoch)
+    assert same.ok and same.changed == {}, same.summary
     stale = orders.run("failover", new="mail-b", old="mail-a", cr_old_primary_down=True,
                        epoch=orders.epoch - 1)
     assert stale.refused and stale.changed == {}, stale.summary
