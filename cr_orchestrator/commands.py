@@ -20,6 +20,7 @@ class Command(enum.StrEnum):
     FAILBACK = "failback"
     PAUSE = "pause"
     RESUME = "resume"
+    ADOPT = "adopt"
 
 
 def run_command(env: flows.Env, *, command: str, cluster: str, to: str | None = None
@@ -43,6 +44,8 @@ def run_command(env: flows.Env, *, command: str, cluster: str, to: str | None = 
         state.append_event(cluster=cluster, kind="operator", at=env.clock(),
                            data={"command": cmd.value, "reason": f"operator: {cluster} {word}"})
         return flows.Outcome(True, f"{cluster} {word}", epoch=epoch)
+    if cmd is Command.ADOPT:
+        return _adopt(env, c, to=to)
     if cmd is Command.FAILBACK:
         to = c.configured_primary
         if to == primary:
@@ -57,6 +60,26 @@ def run_command(env: flows.Env, *, command: str, cluster: str, to: str | None = 
                               kind="operator failover")
     return flows.switchover(env, c, to=target, expected_epoch=snapshot.epoch, reason=reason,
                             kind=cmd.value)
+
+
+def _adopt(env: flows.Env, cluster, *, to: str | None) -> flows.Outcome:
+    """The operator's answer to a hold of rule "hosts first": ``to`` is the primary, at
+    the newest epoch that Redis or any member's records know (never lower: the hosts
+    would refuse every order at a lower one). Nothing on any host changes here; the next
+    rounds act from it (demote another serving member, start ``to`` if it does not
+    serve: each writing its records first)."""
+    if to is None:
+        raise ConfigError(f"adopt needs --to HOST (a member of {cluster.name})")
+    snapshot = flows.observe(env, cluster)
+    recorded = [m.record.epoch or 0 for m in snapshot.members
+                if m.record is not None and m.record.problem is None]
+    epoch = max([snapshot.epoch, *recorded])
+    reason = (f"operator adopt of {cluster.name}: {to} is the primary at epoch {epoch} "
+              f"(Redis said {snapshot.primary or 'nobody'} at epoch {snapshot.epoch})")
+    env.state.append_event(cluster=cluster.name, kind="operator", at=env.clock(),
+                           data={"command": "adopt", "target": to, "reason": reason})
+    return flows.adopt(env, cluster, host=to, epoch=epoch, expected_epoch=snapshot.epoch,
+                       reason=reason)
 
 
 def _choose(snapshot, cluster, *, to: str | None, command: Command) -> str:

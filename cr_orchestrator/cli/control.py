@@ -1,4 +1,4 @@
-"""``crctl switchover|failover|failback|pause|resume CLUSTER``: operator commands.
+"""``crctl switchover|failover|failback|pause|resume|adopt CLUSTER``: operator commands.
 
 Run in this process by default (under the cluster lock, like the worker's own changes);
 ``--queue`` hands the command to a worker of the cluster's site instead and waits for it.
@@ -19,6 +19,8 @@ HELP = {
     "failback": "planned change back to the configured primary",
     "pause": "stop automatic actions for a cluster (probes and history go on)",
     "resume": "allow automatic actions again",
+    "adopt": "record --to HOST as the live primary without touching any host (when Redis "
+             "lost its state and the orchestrator holds, asking an operator to choose)",
 }
 
 
@@ -47,6 +49,9 @@ def register(subparsers) -> None:
         if command in ("switchover", "failover"):
             parser.add_argument("--to", metavar="HOST", help="the new primary (default: the "
                                 "best eligible secondary)")
+        if command == "adopt":
+            parser.add_argument("--to", metavar="HOST", required=True,
+                                help="the member that is (or is to be) the primary")
         add_inventory_options(parser)
         add_redis_options(parser)
         if command not in ("pause", "resume"):

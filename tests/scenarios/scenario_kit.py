@@ -314,6 +314,25 @@ class Orchestrator:
             self.proc.kill()
             return self.proc.wait()
 
+    def kill_worker(self) -> int:
+        """SIGKILL the Celery worker of `crctl run` with its pool processes (its process
+        group), as the OOM killer would; returns the worker's pid."""
+        children = subprocess.run(["ps", "-o", "pid=", "--ppid", str(self.proc.pid)],
+                                  capture_output=True, text=True).stdout.split()
+        worker = next(int(pid) for pid in children
+                      if b"\0worker\0" in Path(f"/proc/{pid}/cmdline").read_bytes())
+        os.killpg(worker, signal.SIGKILL)
+        return worker
+
+    def forget_everything(self) -> int:
+        """Delete every Redis key of this orchestrator (a Redis restarted without
+        persistence); returns how many there were."""
+        client = self.state.redis
+        keys = list(client.scan_iter(match=f"{self.prefix}:*"))
+        if keys:
+            client.delete(*keys)
+        return len(keys)
+
     def crctl(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
         """An operator command against this orchestrator's state."""
         return subprocess.run([CRCTL, *args, "-i", self.inventory, "--redis-url",

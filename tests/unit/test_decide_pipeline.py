@@ -130,3 +130,36 @@ def test_primary_serving_while_its_shared_ip_fails_is_reasserted():
     d = decide(snap, c.policy)
     assert (d.action, d.target) == (Action.REASSERT, "mail-a"), d.reason
     assert "the shared IP 198.18.0.100 failed 3 probes in a row" in d.reason
+
+
+def test_records_in_the_host_probes_make_redis_adopt_the_promoted_host():
+    """Redis lost its keys (seeded: mail-a at epoch 0) while mail-b serves; mail-b's
+    probe reports "primary 5": the round adopts mail-b at epoch 5, never demotes it."""
+    from cr_orchestrator.snapshot import latest_records
+
+    c = cluster()
+    records = {"mail-a": {"epoch": "5", "role": "secondary 5"},
+               "mail-b": {"epoch": "5", "role": "primary 5"},
+               "mail-dr": {"epoch": None, "role": None}}
+    window = []
+    for i in range(4):
+        for o in round_of(100.0 + 2 * i, a_host=Health.OK, a_service=Health.DOWN,
+                          peer_sees_a=Health.UNREACHABLE, serving=("mail-b",)):
+            if o.subject == "host":
+                o = replace(o, detail={"records": records[o.host]})
+            window.append(o)
+    now = 107.0
+    found = latest_records(cluster="mail", observations=window)
+    assert found["mail-b"].claims_primary_at == 5 and found["mail-dr"].epoch is None
+    snapshot = build_snapshot(cluster=c, assessment=assess(cluster=c, observations=window,
+                                                           now=now),
+                              primary="mail-a", epoch=0, paused=False,
+                              lags={"mail-a": 0.0, "mail-b": None, "mail-dr": None},
+                              restart_attempts=0, recent_failovers=(),
+                              failback_in_sync_since=None, now=now, records=found, seeded=True)
+    decision = decide(snapshot, c.policy)
+    assert (decision.action, decision.target, decision.epoch) == (Action.ADOPT, "mail-b", 5)
+    # without the records (an older probe) the same round would demote mail-b
+    blind = replace(snapshot, seeded=False, members=tuple(
+        replace(mem, record=None) for mem in snapshot.members))
+    assert decide(blind, c.policy).action is Action.DEMOTE_REJOINED
