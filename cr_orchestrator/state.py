@@ -124,6 +124,46 @@ def persistence_warning(client: redis.Redis) -> str | None:
             "appendfsync everysec (docs/operations.md)")
 
 
+# KEYS[1] a lock; ARGV the token seen. Deletes it only if it still holds that token.
+_DELETE_IF = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+def release_dead_holders(client: redis.Redis, prefix: str, *,
+                         hostname: str | None = None) -> list[str]:
+    """Free the locks (``{prefix}:lock:*``) whose holder was a process of this machine
+    that no longer exists (a SIGKILLed worker's pool process): its lease would run out
+    anyway, but every second of it is outage when it held a failover. Tokens are
+    ``host:pid:random``; a lock held on another machine is never touched. Returns the
+    keys freed."""
+    me = hostname or socket.gethostname()
+    delete_if = client.register_script(_DELETE_IF)
+    freed = []
+    for key in client.scan_iter(match=f"{prefix}:lock:*", count=500):
+        token = client.get(key)
+        if token is None:
+            continue
+        host, _, rest = token.decode(errors="replace").partition(":")
+        pid = rest.split(":", 1)[0]
+        if host != me or not pid.isdigit() or _alive(int(pid)):
+            continue
+        if delete_if(keys=[key], args=[token]):
+            freed.append(key.decode())
+    return freed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 class LockBusy(StateError):
     """A lock is held by someone else (its holder is in the message)."""
 

@@ -172,7 +172,9 @@ def run(args: argparse.Namespace) -> int:
     from cr_orchestrator.cli.validate import inventory_of
     from cr_orchestrator.inventory import load_topology
     from cr_orchestrator.schedule import live_primaries, sync_schedule
-    from cr_orchestrator.state import connect, persistence_warning
+    from redis.exceptions import RedisError
+
+    from cr_orchestrator.state import connect, persistence_warning, release_dead_holders
     from cr_orchestrator.tasks import inventory_signature
 
     logging.basicConfig(level=args.loglevel.upper(), format="%(asctime)s crctl run: %(message)s")
@@ -199,12 +201,21 @@ def run(args: argparse.Namespace) -> int:
                                            loglevel=args.loglevel, beat=not args.no_beat,
                                            node=node),
                             env=env, stop_timeout_s=args.stop_timeout)
+    def free_dead_locks() -> None:
+        # A worker killed mid-change leaves its locks until their lease runs out (8 s of
+        # outage for a failover): free the ones whose holding process is gone.
+        try:
+            for key in release_dead_holders(client, app.conf.cr_prefix):
+                log.warning("freed %s: the process holding it is gone", key)
+        except RedisError as exc:
+            log.warning("could not look for locks of dead processes: %s", exc)
+
     return _supervise(supervisor, inventory, args, resync_schedule, load_topology,
-                      inventory_signature)
+                      inventory_signature, free_dead_locks)
 
 
 def _supervise(supervisor: Supervisor, inventory: str, args, resync_schedule, load_topology,
-               inventory_signature) -> int:
+               inventory_signature, free_dead_locks) -> int:
     def on_signal(signum, _frame):
         log.info("got %s: stopping", signal.Signals(signum).name)
         supervisor.stopping.set()
@@ -217,6 +228,7 @@ def _supervise(supervisor: Supervisor, inventory: str, args, resync_schedule, lo
         checked = time.monotonic()
         while not supervisor.stopping.wait(0.5):
             supervisor.revive()
+            free_dead_locks()
             if time.monotonic() - checked < args.watch_interval:
                 continue
             checked = time.monotonic()

@@ -98,6 +98,10 @@ def test_worker_killed_at_the_promotion_then_redis_lost_keeps_every_acknowledged
             print(f"client outage from the worker kill: {outage_s:.2f} s")
             assert outage_s < 15, f"outage from the worker kill {outage_s:.1f} s"
             resumed = wait_for(lambda: _events(orch, "resumed"), 30, "the resume")[0].data
+            for e in orch.state.events("mail", count=200):
+                if e.at > killed_at - 5:
+                    print(f"  {e.at - killed_at:+7.2f} s {e.kind}: "
+                          f"{e.data.get('reason') or e.data.get('summary') or ''}"[:150])
             assert (resumed["new_primary"], resumed["epoch"]) == ("mail-b", 1), resumed
             assert records_of(lab, "mail-b") == ("1", "primary 1")
             assert shared_ip_holder(lab) == ["mail-b"]
@@ -139,8 +143,9 @@ def test_worker_killed_at_the_promotion_then_redis_lost_keeps_every_acknowledged
         # every acknowledged message kept, once; one host accepting at a time
         maildir = Path(lab.data_dir("mail-b")) / "mail" / "Maildir"
         on_primary = scan(maildir / "new", load.run) + scan(maildir / "cur", load.run)
+        # the replica set is /srv/mail: its quarantine is /srv/mail.cr-quarantine/<time>/
         quarantined = [f for host in ("mail-a", "mail-b", "mail-dr") for f in scan(
-            Path(lab.data_dir(host)) / "mail" / "Maildir.cr-quarantine", load.run)]
+            Path(lab.data_dir(host)) / "mail.cr-quarantine", load.run)]
         verdict = judge(attempts=attempts, on_primary=on_primary, quarantined=quarantined)
         print(verdict.sentence())
         assert verdict.acknowledged > 200, verdict.sentence()

@@ -275,3 +275,20 @@ def test_a_quiet_decision_whose_situation_changes_is_recorded_once(state):
     assert recorded == [True, True, False, True, False]
     assert [e.data["reason"] for e in state.events("mail")] == [reasons[0], reasons[1],
                                                                 reasons[3]]
+
+
+def test_locks_of_dead_processes_here_are_freed_others_kept(state, redis_client):
+    import socket
+    import subprocess
+
+    from cr_orchestrator.state import release_dead_holders
+
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    me = socket.gethostname()
+    redis_client.set(state.lock_key("mail"), f"{me}:{gone.pid}:abcd", px=8000)
+    redis_client.set(state.lock_key("mail", "maildata"), f"{me}:{os.getpid()}:abcd", px=8000)
+    redis_client.set(state.lock_key("web"), f"another-machine:{gone.pid}:abcd", px=8000)
+    assert release_dead_holders(redis_client, state.prefix) == [state.lock_key("mail")]
+    assert state.lock_holder("mail") is None
+    assert state.lock_holder("mail", "maildata") and state.lock_holder("web")
