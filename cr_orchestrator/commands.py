@@ -1,17 +1,34 @@
-"""Operator commands (switchover, failover, failback, pause, resume) as flows.
+"""Operator commands (switchover, failover, failback, pause, resume, adopt) as flows.
 
 Shared by ``crctl`` (run in-process) and the ``cr.operator`` task (run by a site's
 worker). Each records who asked for what in the cluster's event stream before acting.
+
+Compare-and-set: a command carries the primary and epoch the operator saw
+(:class:`Seen`; ``crctl`` reads them when the command is issued, or takes them from
+``--seen-primary``/``--seen-epoch``). When the cluster has moved since (an automatic
+failover ran while the command waited in a queue or behind a lock), the command is
+refused, saying what changed; only ``force`` acts on the cluster as it is now, and the
+history says so.
 """
 
 from __future__ import annotations
 
 import enum
+import time
+from dataclasses import dataclass
 
 from cr_orchestrator import flows
 from cr_orchestrator.decide import ineligibility, rank_targets
 from cr_orchestrator.errors import ConfigError, StateError
 from cr_orchestrator.health import Liveness
+
+
+@dataclass(frozen=True)
+class Seen:
+    """The cluster as the operator saw it when issuing the command."""
+
+    primary: str | None
+    epoch: int
 
 
 class Command(enum.StrEnum):
@@ -23,9 +40,12 @@ class Command(enum.StrEnum):
     ADOPT = "adopt"
 
 
-def run_command(env: flows.Env, *, command: str, cluster: str, to: str | None = None
-                ) -> flows.Outcome:
-    """Carry out one operator command on ``cluster``; returns what happened."""
+def run_command(env: flows.Env, *, command: str, cluster: str, to: str | None = None,
+                seen: Seen | None = None, force: bool = False) -> flows.Outcome:
+    """Carry out one operator command on ``cluster``; returns what happened.
+
+    ``seen``: the primary and epoch the operator saw (None: as they are now). Refused
+    with :class:`StateError` when the cluster moved since, unless ``force``."""
     try:
         cmd = Command(command)
     except ValueError:
@@ -37,6 +57,15 @@ def run_command(env: flows.Env, *, command: str, cluster: str, to: str | None = 
                           f"(members: {', '.join(c.hosts())})")
     state = env.state
     primary, epoch = state.ensure(cluster=cluster, configured_primary=c.configured_primary)
+    if seen is not None and (seen.primary, seen.epoch) != (primary, epoch) \
+            and cmd is not Command.RESUME:
+        if not force:
+            raise StateError(_moved(env, cluster, cmd, seen, primary, epoch))
+        state.append_event(cluster=cluster, kind="operator", at=env.clock(), data={
+            "command": cmd.value, "forced": True, "reason": (
+                f"operator {cmd.value} of {cluster} forced: issued when "
+                f"{seen.primary} was primary at epoch {seen.epoch}, carried out with "
+                f"{primary} at epoch {epoch}")})
     if cmd in (Command.PAUSE, Command.RESUME):
         state.set_paused(cluster, cmd is Command.PAUSE)
         word = "paused: no automatic action until resumed" if cmd is Command.PAUSE else \
@@ -51,15 +80,52 @@ def run_command(env: flows.Env, *, command: str, cluster: str, to: str | None = 
         if to == primary:
             raise StateError(f"{to} is already the primary of {cluster}: nothing to fail back")
     snapshot = flows.observe(env, c)
+    if cmd in (Command.SWITCHOVER, Command.FAILBACK):
+        _refuse_when_the_primary_is_failing(snapshot, c, cmd)
     target = _choose(snapshot, c, to=to, command=cmd)
     reason = f"operator {cmd.value} of {cluster} from {primary} to {target}"
     state.append_event(cluster=cluster, kind="operator", at=env.clock(),
                        data={"command": cmd.value, "target": target, "reason": reason})
+    # the epoch the command was checked at: a change that lands meanwhile refuses it
     if cmd is Command.FAILOVER:
-        return flows.failover(env, c, to=target, expected_epoch=snapshot.epoch, reason=reason,
+        return flows.failover(env, c, to=target, expected_epoch=epoch, reason=reason,
                               kind="operator failover")
-    return flows.switchover(env, c, to=target, expected_epoch=snapshot.epoch, reason=reason,
+    return flows.switchover(env, c, to=target, expected_epoch=epoch, reason=reason,
                             kind=cmd.value)
+
+
+def _moved(env: flows.Env, cluster: str, cmd: Command, seen: Seen, primary: str | None,
+           epoch: int) -> str:
+    last = next((e for e in reversed(env.state.events(cluster, count=200))
+                 if e.kind in ("promotion", "adopted")), None)
+    why = ""
+    if last is not None:
+        when = time.strftime("%H:%M:%S", time.localtime(last.at))
+        why = f" ({last.data.get('kind') or last.kind} at {when}: {last.data.get('reason', '')})"
+    return (f"refused: {cmd.value} of {cluster} was issued when {seen.primary} was primary "
+            f"at epoch {seen.epoch}, but the cluster has moved since: {primary} is primary "
+            f"at epoch {epoch}{why}. Nothing was done; look at `crctl status` and issue it "
+            "again, or add --force to act on the cluster as it is now")
+
+
+def _refuse_when_the_primary_is_failing(snapshot, cluster, cmd: Command) -> None:
+    """A planned change needs a primary that answers: demoting one that the detector
+    already suspects would hold the cluster lock through its connection timeouts and
+    push back the automatic failover that is due."""
+    primary = snapshot.member(snapshot.primary) if snapshot.primary else None
+    if primary is None or (primary.host_liveness is Liveness.UP
+                           and primary.service_liveness is Liveness.UP):
+        return
+    from cr_orchestrator.decide import decide
+
+    decision = decide(snapshot, cluster.policy)
+    state = (f"{primary.host_liveness.value} (host)" if primary.host_liveness is not Liveness.UP
+             else f"{primary.service_liveness.value} (service)")
+    raise StateError(
+        f"not starting a {cmd.value} of {cluster.name}: its primary {primary.host} is {state}, "
+        f"and a planned change needs a primary that answers; the orchestrator's own view: "
+        f"{decision.action.value}: {decision.reason}. Wait for it, or force a change with "
+        f"`crctl failover {cluster.name} --to HOST`")
 
 
 def _adopt(env: flows.Env, cluster, *, to: str | None) -> flows.Outcome:

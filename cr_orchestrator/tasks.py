@@ -112,15 +112,20 @@ def _report_line(report) -> str:
 
 
 @app.task(name="cr.operator")
-def operator(command: str, cluster: str, inventory_path: str, to: str | None = None) -> dict:
-    """An operator command run by a worker of the cluster's site (``crctl ... --queue``)."""
-    from cr_orchestrator.commands import run_command
+def operator(command: str, cluster: str, inventory_path: str, to: str | None = None, *,
+             seen_primary: str | None = None, seen_epoch: int | None = None,
+             force: bool = False) -> dict:
+    """An operator command run by a worker of the cluster's site (``crctl ... --queue``),
+    refused if the cluster moved since the operator saw it (``seen_*``)."""
+    from cr_orchestrator.commands import Seen, run_command
 
     from cr_orchestrator.schedule import follow_primaries
 
     env = make_env(inventory_path)
     try:
-        outcome = run_command(env, command=command, cluster=cluster, to=to)
+        seen = None if seen_epoch is None else Seen(seen_primary, int(seen_epoch))
+        outcome = run_command(env, command=command, cluster=cluster, to=to, seen=seen,
+                              force=force)
     except CrError as exc:
         return {"ok": False, "summary": str(exc)}
     follow_primaries(app, env.topology, inventory_path, redis_client=env.redis,

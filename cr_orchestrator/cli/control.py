@@ -4,6 +4,11 @@ Run in this process by default (under the cluster lock, like the worker's own ch
 ``--queue`` hands the command to a worker of the cluster's site instead and waits for it.
 Each prints what happened as one sentence and exits 0 on success, 1 when the change was
 refused or failed (the reason is printed and is in ``crctl history``).
+
+Each carries the primary and epoch the operator saw: read from Redis when the command is
+issued, or given with ``--seen-primary HOST --seen-epoch N`` (what ``crctl status``
+showed). A command that finds the cluster moved since is refused and says what changed;
+``--force`` acts on the cluster as it is now, and the history records that it was forced.
 """
 
 from __future__ import annotations
@@ -12,6 +17,10 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from cr_orchestrator.commands import Seen
 
 HELP = {
     "switchover": "planned change of primary: demote, final sync, promote (no data loss)",
@@ -57,7 +66,30 @@ def register(subparsers) -> None:
         if command not in ("pause", "resume"):
             parser.add_argument("--queue", action="store_true",
                                 help="let a worker of the cluster's site run it, and wait")
+        if command != "resume":
+            parser.add_argument("--seen-primary", metavar="HOST",
+                                help="the primary you saw (default: the one now)")
+            parser.add_argument("--seen-epoch", metavar="N", type=int,
+                                help="the epoch you saw (default: the one now)")
+            parser.add_argument("--force", action="store_true",
+                                help="act even if the cluster moved since you looked")
         parser.set_defaults(handler=run, command_name=command)
+
+
+def seen_of(args: argparse.Namespace, state) -> "Seen":
+    """What the operator saw: the flags, else the cluster as it is when issued."""
+    from cr_orchestrator.commands import Seen
+
+    primary = getattr(args, "seen_primary", None)
+    epoch = getattr(args, "seen_epoch", None)
+    if (primary is None) != (epoch is None):
+        from cr_orchestrator.errors import ConfigError
+
+        raise ConfigError("--seen-primary and --seen-epoch go together (both from "
+                          "`crctl status`)")
+    if primary is None:
+        return Seen(state.primary(args.cluster), state.epoch(args.cluster))
+    return Seen(primary, epoch)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -78,8 +110,9 @@ def run(args: argparse.Namespace) -> int:
     from cr_orchestrator.cli.validate import inventory_of
 
     inventory = str(Path(inventory_of(args)).resolve())
+    seen = seen_of(args, ClusterState(redis_of(args), prefix_of(args)))
     if getattr(args, "queue", False):
-        return _via_queue(args, command, inventory)
+        return _via_queue(args, command, inventory, seen)
     from cr_orchestrator.flows import Env
     from cr_orchestrator.inventory import load_topology
 
@@ -87,7 +120,8 @@ def run(args: argparse.Namespace) -> int:
               redis=redis_of(args), prefix=prefix_of(args),
               vault_password_file=args.vault_password_file)
     outcome = run_command(env, command=command, cluster=args.cluster,
-                          to=getattr(args, "to", None))
+                          to=getattr(args, "to", None), seen=seen,
+                          force=getattr(args, "force", False))
     print(outcome.summary, file=sys.stdout if outcome.ok else sys.stderr)
     if outcome.epoch is not None:
         # The schedule follows the primary to its site (a running `crctl run` reads it).
@@ -99,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
     return 0 if outcome.ok else 1
 
 
-def _via_queue(args: argparse.Namespace, command: str, inventory: str) -> int:
+def _via_queue(args: argparse.Namespace, command: str, inventory: str, seen) -> int:
     from cr_orchestrator.celery_app import SOFT_TIME_LIMIT_S, make_app, site_queue
     from cr_orchestrator.inventory import load_topology
     from cr_orchestrator.state import ClusterState
@@ -111,7 +145,9 @@ def _via_queue(args: argparse.Namespace, command: str, inventory: str) -> int:
         or cluster.configured_primary
     queue = site_queue(topology.hosts[primary].site)
     result = app.send_task("cr.operator", args=[command, cluster.name, inventory,
-                                                getattr(args, "to", None)], queue=queue)
+                                                getattr(args, "to", None)],
+                           kwargs={"seen_primary": seen.primary, "seen_epoch": seen.epoch,
+                                   "force": bool(getattr(args, "force", False))}, queue=queue)
     print(f"sent to {queue} as task {result.id}; waiting", file=sys.stderr)
     answer = result.get(timeout=SOFT_TIME_LIMIT_S + 60)
     print(answer["summary"], file=sys.stdout if answer["ok"] else sys.stderr)

@@ -470,3 +470,39 @@ def test_a_playbook_whose_lease_is_lost_is_cancelled_and_its_change_kept(env, re
     out = flows.failover(env, cluster(env), to="mail-b", expected_epoch=0, reason="down")
     assert not out.ok
     assert env.state.change("mail")["epoch"] == 1  # left for the next holder to resume
+
+
+def test_an_operator_command_issued_before_a_failover_is_refused_after_it(env, rec):
+    from cr_orchestrator.commands import Seen
+
+    seen = Seen("mail-a", 0)  # what `crctl status` showed when the operator typed it
+    flows.failover(env, cluster(env), to="mail-b", expected_epoch=0, reason="mail-a down")
+    rec.calls.clear()
+    with pytest.raises(StateError) as refused:
+        run_command(env, command="switchover", cluster="mail", to="mail-dr", seen=seen)
+    assert ("refused: switchover of mail was issued when mail-a was primary at epoch 0, but "
+            "the cluster has moved since: mail-b is primary at epoch 1 (failover at ") \
+        in str(refused.value)
+    assert "mail-a down" in str(refused.value) and "--force" in str(refused.value)
+    assert rec.calls == [] and env.state.primary("mail") == "mail-b"
+    with pytest.raises(StateError, match="refused: pause of mail was issued"):
+        run_command(env, command="pause", cluster="mail", seen=seen)
+    assert not env.state.paused("mail")
+    # --force: acted on as the cluster is now, and the history says it was forced
+    assert run_command(env, command="pause", cluster="mail", seen=seen, force=True).ok
+    forced = [e.data for e in env.state.events("mail") if e.data.get("forced")]
+    assert forced and "issued when mail-a was primary at epoch 0, carried out with mail-b " \
+                      "at epoch 1" in forced[0]["reason"]
+
+
+def test_a_switchover_is_not_started_while_the_primary_is_failing(env, rec):
+    from cr_orchestrator.commands import Seen
+
+    # nothing observed answers: the detector cannot call mail-a up
+    with pytest.raises(StateError) as refused:
+        run_command(env, command="switchover", cluster="mail", to="mail-b",
+                    seen=Seen("mail-a", 0))
+    assert "not starting a switchover of mail: its primary mail-a is unknown (host)" \
+        in str(refused.value)
+    assert "crctl failover mail --to HOST" in str(refused.value)
+    assert rec.calls == [] and env.state.lock_holder("mail") is None
