@@ -102,6 +102,16 @@ def existing_entries(app: Celery) -> dict[str, RedBeatSchedulerEntry]:
     return out
 
 
+def missing_entries(app: Celery, topology: Topology, inventory_path: str) -> list[str]:
+    """Entries the inventory calls for that RedBeat does not hold (its keys were lost)."""
+    client = get_redis(app)
+    have = {raw.decode() if isinstance(raw, bytes) else raw
+            for raw in client.zrange(app.redbeat_conf.schedule_key, 0, -1)}
+    prefix = app.redbeat_conf.key_prefix
+    return [w.name for w in wanted_entries(topology=topology, inventory_path=inventory_path)
+            if prefix + w.name not in have]
+
+
 def _same(entry: RedBeatSchedulerEntry, want: Wanted) -> bool:
     run_every = getattr(entry.schedule, "run_every", None)
     return (entry.task == want.task and tuple(entry.args or ()) == want.args

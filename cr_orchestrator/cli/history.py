@@ -54,9 +54,11 @@ def format_event(event) -> str:
                 f"{d.get('old_primary')}, {d.get('kind')}): {d.get('reason')}")
     elif event.kind == "sync":
         ok = "ok" if d.get("ok") else "FAILED"
+        gone = (f", {d['deleted']} deleted" if d.get("deleted") is not None else "") + \
+            (f", {d['quarantined']} quarantined" if d.get("quarantined") else "")
         text = (f"{d.get('replica_set')} {d.get('source')} -> {d.get('target')} epoch "
-                f"{d.get('epoch')}: {ok}, {d.get('files')} files, {d.get('bytes')} bytes, "
-                f"{d.get('duration_s')} s; {d.get('reason')}")
+                f"{d.get('epoch')}: {ok}, {d.get('files')} files, {d.get('bytes')} bytes"
+                f"{gone}, {d.get('duration_s')} s; {d.get('reason')}")
     else:
         text = d.get("reason") or json.dumps(d, sort_keys=True)
     return f"{stamp}  {event.cluster:<10} {event.kind:<9} {text}"

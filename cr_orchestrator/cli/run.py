@@ -171,7 +171,7 @@ def run(args: argparse.Namespace) -> int:
     from cr_orchestrator.cli.control import prefix_of
     from cr_orchestrator.cli.validate import inventory_of
     from cr_orchestrator.inventory import load_topology
-    from cr_orchestrator.schedule import live_primaries, sync_schedule
+    from cr_orchestrator.schedule import live_primaries, missing_entries, sync_schedule
     from redis.exceptions import RedisError
 
     from cr_orchestrator.state import connect, persistence_warning, release_dead_holders
@@ -186,7 +186,10 @@ def run(args: argparse.Namespace) -> int:
     if warning := persistence_warning(client):
         log.warning("%s", warning)
 
+    current = {"topology": topology}
+
     def resync_schedule(topo) -> None:
+        current["topology"] = topo
         change = sync_schedule(app, topo, inventory, primaries=live_primaries(
             topology=topo, redis_client=client, prefix=app.conf.cr_prefix))
         log.info("%s", change)
@@ -201,21 +204,26 @@ def run(args: argparse.Namespace) -> int:
                                            loglevel=args.loglevel, beat=not args.no_beat,
                                            node=node),
                             env=env, stop_timeout_s=args.stop_timeout)
-    def free_dead_locks() -> None:
+    def keep_up() -> None:
         # A worker killed mid-change leaves its locks until their lease runs out (8 s of
-        # outage for a failover): free the ones whose holding process is gone.
+        # outage for a failover): free the ones whose holding process is gone. A Redis
+        # that lost its keys lost the schedule too: write it again from the inventory.
         try:
             for key in release_dead_holders(client, app.conf.cr_prefix):
                 log.warning("freed %s: the process holding it is gone", key)
+            if missing := missing_entries(app, current["topology"], inventory):
+                log.warning("the schedule lost %d entries (%s): writing it again from the "
+                            "inventory", len(missing), ", ".join(missing[:3]))
+                resync_schedule(current["topology"])
         except RedisError as exc:
-            log.warning("could not look for locks of dead processes: %s", exc)
+            log.warning("could not check locks and schedule in Redis: %s", exc)
 
     return _supervise(supervisor, inventory, args, resync_schedule, load_topology,
-                      inventory_signature, free_dead_locks)
+                      inventory_signature, keep_up)
 
 
 def _supervise(supervisor: Supervisor, inventory: str, args, resync_schedule, load_topology,
-               inventory_signature, free_dead_locks) -> int:
+               inventory_signature, keep_up) -> int:
     def on_signal(signum, _frame):
         log.info("got %s: stopping", signal.Signals(signum).name)
         supervisor.stopping.set()
@@ -228,7 +236,7 @@ def _supervise(supervisor: Supervisor, inventory: str, args, resync_schedule, lo
         checked = time.monotonic()
         while not supervisor.stopping.wait(0.5):
             supervisor.revive()
-            free_dead_locks()
+            keep_up()
             if time.monotonic() - checked < args.watch_interval:
                 continue
             checked = time.monotonic()

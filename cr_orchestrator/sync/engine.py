@@ -158,7 +158,9 @@ class _Run:
                                   files=outcome.files, duration_s=ended - started, error=None,
                                   quarantined=quarantined, path=target.path,
                                   deleted=outcome.deleted, detail=outcome.detail,
-                                  quarantine_dir=qdir if quarantined else None)
+                                  quarantine_dir=qdir if quarantined else None,
+                                  kept=outcome.kept,
+                                  kept_dir=outcome.kept_dir)
         finally:
             if token is not None:
                 self.locks.release(host=target.host, path=target.path, token=token)

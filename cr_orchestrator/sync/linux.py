@@ -38,6 +38,8 @@ class Outcome:
     files: int | None
     deleted: int | None
     detail: str
+    kept: int = 0  # files the target's fence kept aside instead of deleting/overwriting
+    kept_dir: str | None = None
 
 
 def run_ssh(host: Host, command: str, *, deadline_s: float, stdin: str | None = None,
@@ -148,8 +150,10 @@ class LinuxBackend:
         detail = rsync.describe_exit(done.rc)
         if stats.bytes_sent is None:
             detail += "; --stats output not found"
+        kept, kept_dir = rsync.parse_quarantined(done.stderr)
         return Outcome(bytes=stats.bytes_sent, files=stats.files_transferred,
-                       deleted=stats.files_deleted, detail=detail)
+                       deleted=stats.files_deleted, detail=detail, kept=kept,
+                       kept_dir=kept_dir)
 
     def quarantine(self, target: TargetPlan, *, since: float, stamp: str,
                    deadline_s: float) -> tuple[str, tuple[str, ...]]:

@@ -49,6 +49,10 @@ class TargetResult:
     deleted: int | None = None
     detail: str = ""  # one sentence: exit code meaning, summary note
     quarantine_dir: str | None = None
+    # what the target's fence kept aside instead of deleting or overwriting (rsync's
+    # --backup-dir on the target: a host that served, or the first sync at an epoch)
+    kept: int = 0
+    kept_dir: str | None = None
 
 
 @dataclass(frozen=True)
@@ -74,8 +78,19 @@ class SyncReport:
                 "kind": "sync", "cluster": self.cluster, "replica_set": self.replica_set,
                 "source": self.source, "target": t.host, "epoch": self.epoch, "ok": t.ok,
                 "bytes": t.bytes, "files": t.files, "duration_s": round(t.duration_s, 3),
+                "deleted": t.deleted, "quarantined": len(t.quarantined) + t.kept,
                 "reason": t.error or t.detail or "synced",
             })
+            if t.kept:
+                events.append({
+                    "kind": "sync.quarantine", "cluster": self.cluster,
+                    "replica_set": self.replica_set, "host": t.host, "epoch": self.epoch,
+                    "quarantine_dir": t.kept_dir, "files": t.kept,
+                    "reason": (f"{t.kept} file(s) that the sync from {self.source} at epoch "
+                               f"{self.epoch} deleted or overwrote on {t.host} were kept in "
+                               f"{t.kept_dir} (the first sync at this epoch, or into a host "
+                               "that served)"),
+                })
             if t.quarantined:
                 events.append({
                     "kind": "sync.quarantine", "cluster": self.cluster,

@@ -77,23 +77,37 @@ class RsyncJob:
     fence: tuple[str, int] | None = None
 
 
+QUARANTINED = "cr-orchestrator: quarantined"
+_QUARANTINED_LINE = re.compile(
+    r"^cr-orchestrator: quarantined (\d+) file\(s\) in (\S+)$", re.MULTILINE)
+
+
 def fenced_rsync_path(*, cluster: str, epoch: int, dry_run: bool = False) -> str:
     """Shell run on the target instead of plain ``rsync`` (rsync appends its server
     arguments, the destination path last).
 
     - Refuse unless the target's epoch record for ``cluster`` is missing or at most
       ``epoch``; an unreadable or malformed record refuses too (fail closed).
-    - When the target's role record says it took the primary role (it served, and no
-      demotion recorded "secondary" since), whatever the sync deletes or overwrites there
-      is moved to ``<path>.cr-quarantine/<time>-epoch-<epoch>/`` (rsync's own
-      ``--backup-dir``, on the receiving side), whatever Redis said about its last good
-      sync: acknowledged data a serving host took is never deleted by a resync. After a
-      good run the target records "secondary <epoch>" (not on a dry run).
+    - Keep, rather than delete, what this sync would delete or overwrite on the target
+      (rsync's own ``--backup-dir`` on the receiving side, into
+      ``<path>.cr-quarantine/<time>-epoch-<epoch>/``), whatever Redis said about the
+      target's last good sync, when
+      - the target's role record says it took the primary role (it served, and no
+        demotion recorded "secondary" since): acknowledged data a serving host took; or
+      - the target never received a sync at this epoch (its ``<cluster>.synced`` record
+        is older or missing): the first sync from a new primary, which may lack what the
+        old primary had already copied here.
+      The count and the directory are printed on stderr (:func:`parse_quarantined`).
+    - After a good run (not a dry run) the target records ``<cluster>.synced`` = epoch,
+      and "secondary <epoch>" if it claimed the primary role.
     """
     record, role = (shlex.quote(p) for p in record_paths(cluster))
+    synced = shlex.quote(synced_path(cluster))
     e = int(epoch)
-    flip = "true" if dry_run else (
-        f"{{ printf 'secondary {e}\\n' > {role}.new && mv -f {role}.new {role}; }}")
+    after = "true" if dry_run else (
+        f"{{ printf '{e}\\n' > {synced}.new && mv -f {synced}.new {synced}; }} && "
+        f"case $claim in 'primary '*) "
+        f"{{ printf 'secondary {e}\\n' > {role}.new && mv -f {role}.new {role}; }};; esac")
     script = (
         f"f={record}; have=0; if [ -e \"$f\" ]; then have=$(cat \"$f\") || have=x; fi; "
         f"case $have in ''|*[!0-9]*) echo \"{FENCE_REFUSED}: the epoch record $f on "
@@ -101,14 +115,29 @@ def fenced_rsync_path(*, cluster: str, epoch: int, dry_run: bool = False) -> str
         f"if [ \"$have\" -gt {e} ]; then echo \"{FENCE_REFUSED}: this sync carries epoch "
         f"{e} but $(hostname) was promoted at epoch $have: not overwriting it\" >&2; exit 1; "
         f"fi; "
-        f"case $(cat {role} 2>/dev/null) in 'primary '*) "
-        f"for last; do :; done; "
+        f"claim=$(cat {role} 2>/dev/null); last=$(cat {synced} 2>/dev/null); keep=0; "
+        f"case $claim in 'primary '*) keep=1;; esac; "
+        f"case $last in ''|*[!0-9]*) keep=1;; *) [ \"$last\" -lt {e} ] && keep=1;; esac; "
+        f"if [ $keep = 1 ]; then for last; do :; done; "
         f"q=\"${{last%/}}.cr-quarantine/$(date -u +%Y%m%dT%H%M%SZ)-epoch-{e}\"; "
         f"rsync --backup --backup-dir=\"$q\" \"$@\"; rc=$?; "
-        f"if [ $rc -eq 0 ] || [ $rc -eq 24 ]; then {flip} || rc=11; fi; exit $rc;; "
-        f"esac; exec rsync \"$@\"")
+        f"if [ -d \"$q\" ]; then echo \"{QUARANTINED} $(find \"$q\" -type f | wc -l) "
+        f"file(s) in $q\" >&2; fi; "
+        f"else rsync \"$@\"; rc=$?; fi; "
+        f"if [ $rc -eq 0 ] || [ $rc -eq 24 ]; then {after} || rc=11; fi; exit $rc")
     # rsync appends its --server arguments to this text: they become the script's "$@".
     return f"sh -c {shlex.quote(script)} cr-fence"
+
+
+def synced_path(cluster: str) -> str:
+    """The target's record of the epoch of the last good sync it received."""
+    return record_paths(cluster)[0][: -len(".epoch")] + ".synced"
+
+
+def parse_quarantined(stderr: str) -> tuple[int, str | None]:
+    """(files kept aside by the target's fence, their directory) from a run's stderr."""
+    match = _QUARANTINED_LINE.search(stderr)
+    return (int(match.group(1)), match.group(2)) if match else (0, None)
 
 
 def ssh_options(ssh: SshSettings, *, key_file: str | None = None) -> list[str]:

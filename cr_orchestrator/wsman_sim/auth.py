@@ -44,18 +44,50 @@ def _user_file_env(path: str) -> Iterator[None]:
                 os.environ["NTLM_USER_FILE"] = saved
 
 
-def write_ntlm_user_file(users: dict[str, str], directory: str) -> str:
-    """Write the users a simulator accepts in pyspnego's ``DOMAIN:USER:PASSWORD`` format."""
+def _user_lines(users: dict[str, str]) -> str:
     lines = []
     for name, password in users.items():
         if ":" in password or ":" in name:
             raise ValueError(f"NTLM user {name!r}: the credential file format forbids ':' in names and passwords")
         domain, _, user = name.rpartition("\\")
         lines.append(f"{domain}:{user}:{password}")
+    return "\n".join(lines) + "\n"
+
+
+def write_ntlm_user_file(users: dict[str, str], directory: str) -> str:
+    """Write the users a simulator accepts in pyspnego's ``DOMAIN:USER:PASSWORD`` format
+    (mode 0600) into ``directory``; the caller removes it."""
     fd, path = tempfile.mkstemp(prefix="ntlm-users-", suffix=".txt", dir=directory)
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write("\n".join(lines) + "\n")
+        fh.write(_user_lines(users))
     return path
+
+
+class NtlmUserFile:
+    """The users file pyspnego's NTLM acceptor reads, kept off every disk: an anonymous
+    in-memory file (``memfd``) named by ``/proc/<pid>/fd/N``, readable by this process
+    only, gone with it even when it is SIGKILLed. (Elsewhere than Linux: a 0600 file in
+    a private temporary directory, removed by :meth:`close`.)"""
+
+    def __init__(self, users: dict[str, str]) -> None:
+        text = _user_lines(users).encode()
+        self._fd: int | None = None
+        self._tmpdir: tempfile.TemporaryDirectory | None = None
+        if hasattr(os, "memfd_create"):
+            self._fd = os.memfd_create("cr-wsman-sim-ntlm-users", os.MFD_CLOEXEC)
+            os.write(self._fd, text)
+            self.path = f"/proc/{os.getpid()}/fd/{self._fd}"
+        else:
+            self._tmpdir = tempfile.TemporaryDirectory(prefix="wsman-sim-users-")
+            self.path = write_ntlm_user_file(users, self._tmpdir.name)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        if self._tmpdir is not None:
+            self._tmpdir.cleanup()
+            self._tmpdir = None
 
 
 def check_basic(header_value: str, users: dict[str, str]) -> str | None:

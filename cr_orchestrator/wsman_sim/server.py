@@ -182,8 +182,8 @@ class WsmanSim:
         self.ca_cert_path: str | None = None
         self._tmpdir = tempfile.TemporaryDirectory(prefix="wsman-sim-")
         self._thread: threading.Thread | None = None
-        self.ntlm_user_file = (auth.write_ntlm_user_file(self.users, self._tmpdir.name)
-                               if "ntlm" in self.auth_methods else "")
+        self._ntlm_users = auth.NtlmUserFile(self.users) if "ntlm" in self.auth_methods else None
+        self.ntlm_user_file = self._ntlm_users.path if self._ntlm_users else ""
         self._server = _Server((listen, port), _Handler, bind_and_activate=True)
         self._server.sim = self
         if https:
@@ -243,6 +243,8 @@ class WsmanSim:
             self._thread = None
         self.host.drop_shells()  # wake Receives held open on endless commands
         self._server.server_close()
+        if self._ntlm_users is not None:
+            self._ntlm_users.close()
         self._tmpdir.cleanup()
 
     def __enter__(self) -> "WsmanSim":

@@ -137,7 +137,8 @@ def test_a_fenced_job_checks_the_targets_epoch_record_before_rsync_starts():
     assert not [a for a in unfenced if a.startswith("--rsync-path")]
 
 
-def _push(tmp_path, *, epoch: int, role: str | None, dry_run: bool = False):
+def _push(tmp_path, *, epoch: int, role: str | None, dry_run: bool = False,
+          synced: str | None = None):
     """A real rsync push through the fence (the records under tmp_path instead of
     /var/lib/cr-orchestrator; "ssh" runs the remote side locally)."""
     import subprocess
@@ -148,6 +149,8 @@ def _push(tmp_path, *, epoch: int, role: str | None, dry_run: bool = False):
     records.mkdir(exist_ok=True)
     if role is not None:
         (records / "mail.role").write_text(role + "\n")
+    if synced is not None:
+        (records / "mail.synced").write_text(synced + "\n")
     path = fenced_rsync_path(cluster="mail", epoch=epoch, dry_run=dry_run).replace(
         "/var/lib/cr-orchestrator", str(records))
     fake_ssh = tmp_path / "ssh"
@@ -159,7 +162,9 @@ def _push(tmp_path, *, epoch: int, role: str | None, dry_run: bool = False):
                           capture_output=True, text=True)
     role_now = (records / "mail.role").read_text().strip() if (records / "mail.role").exists() \
         else None
-    return done, role_now
+    synced_now = (records / "mail.synced").read_text().strip() \
+        if (records / "mail.synced").exists() else None
+    return done, role_now, synced_now
 
 
 def _trees(tmp_path):
@@ -172,27 +177,53 @@ def _trees(tmp_path):
 
 def test_a_sync_into_a_host_that_claims_the_primary_role_quarantines_what_it_deletes(tmp_path):
     _trees(tmp_path)
-    done, role = _push(tmp_path, epoch=3, role="primary 1")
+    done, role, synced = _push(tmp_path, epoch=3, role="primary 1", synced="3")
     assert done.returncode == 0, done.stderr
     assert not (tmp_path / "dst" / "only-on-target").exists()
     [quarantine] = list(tmp_path.glob("dst.cr-quarantine/*-epoch-3"))
     assert (quarantine / "only-on-target").read_text() == "acknowledged mail"
     assert (quarantine / "both").read_text() == "old"  # overwritten: kept too
     assert role == "secondary 3"  # a replica from now on: the next sync deletes normally
+    assert rsync.parse_quarantined(done.stderr) == (2, str(quarantine))
 
 
-def test_a_sync_into_a_secondary_deletes_without_quarantine(tmp_path):
+def test_a_secondary_synced_at_this_epoch_already_deletes_without_quarantine(tmp_path):
     _trees(tmp_path)
-    done, role = _push(tmp_path, epoch=3, role="secondary 2")
+    done, role, synced = _push(tmp_path, epoch=3, role="secondary 2", synced="3")
     assert done.returncode == 0, done.stderr
     assert not (tmp_path / "dst" / "only-on-target").exists()
     assert not list(tmp_path.glob("dst.cr-quarantine"))
-    assert role == "secondary 2"
+    assert role == "secondary 2" and synced == "3"
+    assert rsync.parse_quarantined(done.stderr) == (0, None)
+
+
+@pytest.mark.parametrize("synced", ["2", None])
+def test_the_first_sync_at_a_new_epoch_keeps_what_the_replica_alone_had(tmp_path, synced):
+    """A replica that received mail from the old primary which the new primary never
+    got: the new primary's first sync (epoch 3; the replica last synced at 2, or never)
+    keeps that mail in quarantine instead of deleting it."""
+    _trees(tmp_path)
+    done, role, synced_now = _push(tmp_path, epoch=3, role=None, synced=synced)
+    assert done.returncode == 0, done.stderr
+    [quarantine] = list(tmp_path.glob("dst.cr-quarantine/*-epoch-3"))
+    assert (quarantine / "only-on-target").read_text() == "acknowledged mail"
+    assert synced_now == "3" and role is None
+    again, _, _ = _push(tmp_path, epoch=3, role=None)  # the next one deletes as usual
+    assert rsync.parse_quarantined(again.stderr) == (0, None)
+
+
+def test_a_first_sync_that_deletes_nothing_leaves_no_quarantine(tmp_path):
+    (tmp_path / "src").mkdir()
+    (tmp_path / "dst").mkdir()
+    (tmp_path / "src" / "new-mail").write_text("x")
+    done, _, synced = _push(tmp_path, epoch=1, role=None)
+    assert done.returncode == 0, done.stderr
+    assert not list(tmp_path.glob("dst.cr-quarantine/*")) and synced == "1"
 
 
 def test_a_dry_run_into_a_claimed_primary_changes_nothing(tmp_path):
     _trees(tmp_path)
-    done, role = _push(tmp_path, epoch=3, role="primary 1", dry_run=True)
+    done, role, synced = _push(tmp_path, epoch=3, role="primary 1", dry_run=True)
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "dst" / "only-on-target").exists()
-    assert role == "primary 1"
+    assert role == "primary 1" and synced is None

@@ -143,3 +143,35 @@ def test_a_killed_worker_is_started_again_and_rounds_go_on(tmp_path, prefix, red
                 os.killpg(pgid, signal.SIGKILL)
     assert "worker exited with -9; starting it again in 1 s" in output, output
     assert proc.returncode == 0, output
+
+
+def test_a_redis_that_lost_every_key_does_not_stop_the_orchestrator(tmp_path, prefix,
+                                                                     redis_client):
+    """Every key of the prefix deleted (a Redis restarted without persistence) while
+    `crctl run` runs: beat loses its lock and is started again, the schedule is written
+    again from the inventory, and rounds are decided again within 30 s."""
+    inventory = tmp_path / "hosts.yml"
+    inventory.write_text(UNREACHABLE_INVENTORY)
+    proc = subprocess.Popen(
+        [CRCTL, "run", "-i", str(inventory), "--redis-url", REDIS_URL, "--prefix", prefix,
+         "--concurrency", "1", "--stop-timeout", "15", "--loglevel", "WARNING"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        state = ClusterState(redis_client, prefix)
+        wait_for(lambda: state.last_decision("mail"), 45, "a first decision")
+        keys = list(redis_client.scan_iter(match=f"{prefix}:*"))
+        redis_client.delete(*keys)
+        lost_at = time.time()
+        wait_for(lambda: (state.last_decision("mail") or {}).get("at", 0) > lost_at, 30,
+                 "a round decided after the keys were lost")
+        assert state.seeded("mail")  # the state came back as the inventory's word
+        assert proc.poll() is None, "crctl run stopped"
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=40)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            for pgid in children_of(proc.pid):
+                os.killpg(pgid, signal.SIGKILL)
+    assert "writing it again from the inventory" in output, output
+    assert proc.returncode == 0, output

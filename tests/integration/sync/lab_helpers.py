@@ -45,10 +45,12 @@ def reset(path: str) -> None:
 
 
 def forget_promotions(lab) -> None:
-    """A fresh cluster: no epoch recorded on any lab host. Earlier tests of the session
-    (playbooks) promote hosts; their records would fence these tests' epoch-0 syncs."""
+    """A fresh cluster: no epoch, role or sync recorded on any lab host. Earlier tests of
+    the session (playbooks) promote hosts; their records would fence these tests'
+    epoch-0 syncs."""
     import glob
 
     for host in lab.hosts:
-        for record in glob.glob(os.path.join(lab.state_dir_of(host), "*.epoch")):
-            os.unlink(record)
+        for pattern in ("*.epoch", "*.role", "*.synced"):
+            for record in glob.glob(os.path.join(lab.state_dir_of(host), pattern)):
+                os.unlink(record)

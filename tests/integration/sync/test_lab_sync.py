@@ -11,6 +11,7 @@ is moved to quarantine (and reported) before the reverse sync makes it a copy of
 from __future__ import annotations
 
 import dataclasses
+import glob
 import os
 import re
 import threading
@@ -271,3 +272,36 @@ def test_8_a_target_promoted_at_a_newer_epoch_refuses_an_older_sync(world, redis
         assert_copies_of(roots, "mail-a", "mail-b", "mail-dr")
     finally:
         os.unlink(record)
+
+
+def test_9_a_replica_only_message_survives_the_new_primarys_first_sync(world, redis_client):
+    """The old primary's last sync reached mail-dr but not mail-b; mail-b is promoted. Its
+    first sync would --delete that message from mail-dr, the only place it still is: the
+    target keeps it in quarantine instead (the first sync at a new epoch), and says so."""
+    lab, topo, _store, roots = world
+    store = FreshnessStore(redis_client, f"crtest-{uuid.uuid4().hex[:8]}")
+    forget_promotions(lab)
+    lab.heal()
+    assert sync(topo, store, "mail-a", 10).ok  # every copy equal, received at epoch 10
+    only_on_dr = "new/1763899999.from-the-old-primary.mail-a"
+    with open(os.path.join(roots["mail-dr"], only_on_dr), "wb") as fh:
+        fh.write(make_message(424242, 900))
+    first = sync(topo, store, "mail-b", 11)  # mail-b promoted at epoch 11
+    dr = {t.host: t for t in first.targets}["mail-dr"]
+    assert dr.ok, dr.error
+    assert not os.path.exists(os.path.join(roots["mail-dr"], only_on_dr))  # the mirror is exact
+    kept = [p for p in glob.glob(roots["mail-dr"] + ".cr-quarantine/*-epoch-11/" + only_on_dr)]
+    assert len(kept) == 1 and open(kept[0], "rb").read() == make_message(424242, 900)
+    assert dr.kept == 1 and dr.kept_dir and dr.kept_dir.endswith("-epoch-11")
+    events = first.events()
+    sync_event = next(e for e in events if e["kind"] == "sync" and e["target"] == "mail-dr")
+    assert (sync_event["deleted"], sync_event["quarantined"]) == (1, 1), sync_event
+    said = [e["reason"] for e in events if e["kind"] == "sync.quarantine"]
+    assert any("1 file(s) that the sync from mail-b at epoch 11 deleted or overwrote on mail-dr "
+               "were kept in" in r for r in said), said
+    # the next sync at the same epoch deletes as usual, and keeps nothing more
+    with open(os.path.join(roots["mail-dr"], only_on_dr), "wb") as fh:
+        fh.write(make_message(424243, 900))
+    again = {t.host: t for t in sync(topo, store, "mail-b", 11).targets}["mail-dr"]
+    assert again.ok and again.kept == 0 and again.deleted == 1
+    forget_promotions(lab)
