@@ -29,8 +29,7 @@ from cr_orchestrator.changes import (  # noqa: F401 - re-exported: the flows' pu
 from cr_orchestrator.decide import Action, ClusterSnapshot, Decision, decide
 from cr_orchestrator.errors import CrError
 from cr_orchestrator.health import Liveness
-from cr_orchestrator.model import Cluster
-from cr_orchestrator.model import Platform
+from cr_orchestrator.model import Cluster, Platform
 from cr_orchestrator.snapshot import build_snapshot, interrupted_change, latest_records, member_lags
 from cr_orchestrator.state import LockBusy
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
@@ -84,6 +85,8 @@ def test_windows_hosts_serve_ws_man_and_take_faults(lab):
         pytest.skip("cr_orchestrator.wsman_sim is not installed")
     lab.down()
     wlab = Lab.up(name=lab.name, base=lab.plan.base, windows=1)
+    secret = windows.password(wlab.name).encode()
+    leaks: list[str] = []
     try:
         addr = wlab.hosts["win-1"].cluster
         session = winrm.Session(f"http://{addr}:5985/wsman", transport="basic",
@@ -97,4 +100,23 @@ def test_windows_hosts_serve_ws_man_and_take_faults(lab):
         assert isinstance(session.run_cmd("ipconfig").status_code, int)
     finally:
         wlab.down()
+        # the simulator was killed once (the fault) and stopped once (down): neither may
+        # leave the Windows password in a file under the temporary directory
+        leaks = _files_holding(secret, tempfile.gettempdir())
         Lab.up(name=lab.name, base=lab.plan.base)
+    assert leaks == [], f"the lab's Windows password is still on disk in {leaks}"
+
+
+def _files_holding(secret: bytes, top: str) -> list[str]:
+    found = []
+    for root, _dirs, files in os.walk(top):
+        for name in files:
+            path = os.path.join(root, name)
+            try:
+                if os.path.isfile(path) and os.path.getsize(path) < 10 << 20:
+                    with open(path, "rb") as f:
+                        if secret in f.read():
+                            found.append(path)
+            except OSError:
+                pass
+    return found
