@@ -56,16 +56,17 @@ def run_command(env: flows.Env, *, command: str, cluster: str, to: str | None = 
         raise ConfigError(f"{to} is not a member of cluster {cluster} "
                           f"(members: {', '.join(c.hosts())})")
     state = env.state
-    primary, epoch = state.ensure(cluster=cluster, configured_primary=c.configured_primary)
-    if seen is not None and (seen.primary, seen.epoch) != (primary, epoch) \
+    now_primary, now_epoch = state.primary(cluster), state.epoch(cluster)  # as crctl reads
+    if seen is not None and (seen.primary, seen.epoch) != (now_primary, now_epoch) \
             and cmd is not Command.RESUME:
         if not force:
-            raise StateError(_moved(env, cluster, cmd, seen, primary, epoch))
+            raise StateError(_moved(env, cluster, cmd, seen, now_primary, now_epoch))
         state.append_event(cluster=cluster, kind="operator", at=env.clock(), data={
             "command": cmd.value, "forced": True, "reason": (
                 f"operator {cmd.value} of {cluster} forced: issued when "
                 f"{seen.primary} was primary at epoch {seen.epoch}, carried out with "
-                f"{primary} at epoch {epoch}")})
+                f"{now_primary} at epoch {now_epoch}")})
+    primary, epoch = state.ensure(cluster=cluster, configured_primary=c.configured_primary)
     if cmd in (Command.PAUSE, Command.RESUME):
         state.set_paused(cluster, cmd is Command.PAUSE)
         word = "paused: no automatic action until resumed" if cmd is Command.PAUSE else \
@@ -79,7 +80,7 @@ def run_command(env: flows.Env, *, command: str, cluster: str, to: str | None = 
         to = c.configured_primary
         if to == primary:
             raise StateError(f"{to} is already the primary of {cluster}: nothing to fail back")
-    snapshot = flows.observe(env, c)
+    snapshot = flows.observe(env, c).snapshot
     if cmd in (Command.SWITCHOVER, Command.FAILBACK):
         _refuse_when_the_primary_is_failing(snapshot, c, cmd)
     target = _choose(snapshot, c, to=to, command=cmd)
@@ -136,7 +137,7 @@ def _adopt(env: flows.Env, cluster, *, to: str | None) -> flows.Outcome:
     serve: each writing its records first)."""
     if to is None:
         raise ConfigError(f"adopt needs --to HOST (a member of {cluster.name})")
-    snapshot = flows.observe(env, cluster)
+    snapshot = flows.observe(env, cluster).snapshot
     recorded = [m.record.epoch or 0 for m in snapshot.members
                 if m.record is not None and m.record.problem is None]
     epoch = max([snapshot.epoch, *recorded])

@@ -59,12 +59,59 @@ class Action(enum.StrEnum):
     RESUME = "resume"  # finish a journaled change whose worker died
 
 
+class Situation(enum.StrEnum):
+    """What a decision is about, as a code (history keys on it, never on the sentence)."""
+
+    OBSERVER_ISOLATED = "observer_isolated"
+    BAD_HOST_RECORD = "bad_host_record"
+    HOSTS_AHEAD = "hosts_ahead"
+    HOSTS_AHEAD_UNCLEAR = "hosts_ahead_unclear"
+    SEEDED_WAITING_FOR_RECORDS = "seeded_waiting_for_records"
+    SEEDED_WAITING_FOR_SERVICE = "seeded_waiting_for_service"
+    SEEDED_OTHER_SERVES = "seeded_other_serves"
+    SEEDED_CONFIRMED = "seeded_confirmed"
+    NO_PRIMARY = "no_primary"
+    INTERRUPTED_CHANGE = "interrupted_change"
+    OTHER_MEMBER_SERVES = "other_member_serves"
+    CLIENTS_CANNOT_REACH_PRIMARY = "clients_cannot_reach_primary"
+    MEMBER_BEHIND = "member_behind"
+    WATCHING_RETURNED_MEMBER = "watching_returned_member"
+    FAILBACK_PENDING = "failback_pending"
+    FAILBACK_DUE = "failback_due"
+    PRIMARY_UP = "primary_up"
+    PRIMARY_COMING_BACK = "primary_coming_back"
+    SERVICE_DOWN_RESTART = "service_down_restart"
+    PRIMARY_SUSPECT = "primary_suspect"
+    DOWN_UNCONFIRMED = "down_unconfirmed"
+    FAILOVER_BUDGET_SPENT = "failover_budget_spent"
+    NO_ELIGIBLE_TARGET = "no_eligible_target"
+    PRIMARY_DOWN = "primary_down"
+    OPERATOR = "operator"  # a decision an operator made (commands), not decide()
+
+
 @dataclass(frozen=True)
 class Decision:
+    """One thing to do, why (a sentence), and what situation it answers (a code)."""
+
     action: Action
     target: str | None
     reason: str
     epoch: int | None = None  # ADOPT: the epoch to adopt
+    situation: Situation = Situation.OPERATOR
+    paused: bool = False  # held because an operator paused the cluster
+    # state effects the record step applies with the decision (no I/O here)
+    reset_restarts: bool = False  # the primary serves again: the incident is over
+    in_sync_since: float | None = None  # the configured primary healthy and in sync since
+
+    @property
+    def situation_key(self) -> str:
+        """What history de-duplicates on: the situation, and whether it was paused."""
+        return f"paused/{self.situation.value}" if self.paused else self.situation.value
+
+
+def _decision(situation: Situation, action: Action, target: str | None, reason: str, *,
+              epoch: int | None = None) -> Decision:
+    return Decision(action, target, reason, epoch=epoch, situation=situation)
 
 
 @dataclass(frozen=True)
@@ -114,7 +161,8 @@ class ClusterSnapshot:
     replicated: bool = True  # the cluster has replica sets, so freshness matters
     restart_attempts: int = 0  # restarts already made for the current incident
     recent_failovers: tuple[float, ...] = ()  # unix times of past failovers
-    failback_in_sync_since: float | None = None  # configured primary healthy+in sync since
+    # configured primary healthy and in sync since (as recorded; decide restarts the clock)
+    failback_in_sync_since: float | None = None
     shared_ip: str | None = None  # clients' address, when the cluster switches by shared IP
     seeded: bool = False  # Redis's state is the inventory's word, not checked against hosts
     interrupted: Interrupted | None = None  # a journaled change nobody is running
@@ -133,29 +181,48 @@ class ClusterSnapshot:
 
 
 def decide(snapshot: ClusterSnapshot, policy: Policy) -> Decision:
-    """Return the one thing to do for this cluster now, with its reason."""
-    if snapshot.paused:
-        return _paused(snapshot, policy)
-    return _decide_unpaused(snapshot, policy)
+    """Return the one thing to do for this cluster now, with its reason and effects."""
+    snapshot = replace(snapshot, failback_in_sync_since=_home_in_sync_since(snapshot, policy))
+    decision = _paused(snapshot, policy) if snapshot.paused else \
+        _decide_unpaused(snapshot, policy)
+    primary = snapshot.member(snapshot.primary) if snapshot.primary else None
+    serving = primary is not None and primary.service_liveness is Liveness.UP
+    return replace(decision, in_sync_since=snapshot.failback_in_sync_since,
+                   reset_restarts=serving and snapshot.restart_attempts > 0)
+
+
+def _home_in_sync_since(snapshot: ClusterSnapshot, policy: Policy) -> float | None:
+    """Since when the configured primary (not the live one) is up and in sync: the
+    recorded time, or now when it just became so; None when it is not (the failback
+    clock starts again)."""
+    home = snapshot.member(snapshot.configured_primary) \
+        if snapshot.configured_primary else None
+    in_sync = (home is not None and home.host != snapshot.primary
+               and home.host_liveness is Liveness.UP
+               and (not snapshot.replicated
+                    or (home.lag_s is not None and home.lag_s <= policy.max_replica_lag_s)))
+    if not in_sync:
+        return None
+    return snapshot.failback_in_sync_since if snapshot.failback_in_sync_since is not None \
+        else snapshot.now
 
 
 def _paused(snapshot: ClusterSnapshot, policy: Policy) -> Decision:
     would = _decide_unpaused(snapshot, policy)
     if would.action is Action.ADOPT:
-        return replace(would, reason=f"{would.reason} (paused; adopting changes no host)")
+        return replace(would, paused=True,
+                       reason=f"{would.reason} (paused; adopting changes no host)")
     if would.action in (Action.NONE, Action.HOLD):
-        return Decision(Action.HOLD, None, f"cluster {snapshot.cluster} is paused; {would.reason}")
-    return Decision(
-        Action.HOLD,
-        None,
+        return replace(would, action=Action.HOLD, target=None, paused=True,
+                       reason=f"cluster {snapshot.cluster} is paused; {would.reason}")
+    return replace(would, action=Action.HOLD, target=None, epoch=None, paused=True, reason=(
         f"cluster {snapshot.cluster} is paused by an operator: not acting; "
-        f"would otherwise do {would.action.value}: {would.reason}",
-    )
+        f"would otherwise do {would.action.value}: {would.reason}"))
 
 
 def _decide_unpaused(snapshot: ClusterSnapshot, policy: Policy) -> Decision:
     if snapshot.observer_isolated:
-        return Decision(
+        return _decision(Situation.OBSERVER_ISOLATED,
             Action.HOLD,
             None,
             f"the orchestrator sees no member of {snapshot.cluster} (observer isolated): "
@@ -171,11 +238,11 @@ def _decide_unpaused(snapshot: ClusterSnapshot, policy: Policy) -> Decision:
             if snapshot.primary
             else f"no live primary is recorded for {snapshot.cluster}"
         )
-        return Decision(Action.HOLD, None, f"{what}: an operator must choose one")
+        return _decision(Situation.NO_PRIMARY, Action.HOLD, None, f"{what}: an operator must choose one")
     change = snapshot.interrupted
     if change is not None and change.epoch == snapshot.epoch \
             and change.new_primary == primary.host:
-        return Decision(
+        return _decision(Situation.INTERRUPTED_CHANGE,
             Action.RESUME,
             primary.host,
             f"resuming the {change.kind} to {primary.host} at epoch {snapshot.epoch}: it "
@@ -185,7 +252,7 @@ def _decide_unpaused(snapshot: ClusterSnapshot, policy: Policy) -> Decision:
     rejoined = _serving_non_primaries(snapshot)
     if rejoined:
         host = rejoined[0]
-        return Decision(
+        return _decision(Situation.OTHER_MEMBER_SERVES,
             Action.DEMOTE_REJOINED,
             host,
             f"demoting {host}: it is serving but {primary.host} is the live primary "
@@ -197,7 +264,7 @@ def _decide_unpaused(snapshot: ClusterSnapshot, policy: Policy) -> Decision:
                                                    primary.service_liveness):
         # DOWN with no failure at the end: its last probe answered, it is coming back
         # (e.g. just promoted); acting on the old verdict would restart a good service.
-        return Decision(
+        return _decision(Situation.PRIMARY_COMING_BACK,
             Action.NONE,
             None,
             f"waiting: primary {primary.host} answered its last probe after being "
@@ -205,7 +272,7 @@ def _decide_unpaused(snapshot: ClusterSnapshot, policy: Policy) -> Decision:
         )
     if primary.host_liveness is Liveness.UP and primary.service_liveness is Liveness.DOWN:
         if snapshot.restart_attempts < policy.restart_attempts:
-            return Decision(
+            return _decision(Situation.SERVICE_DOWN_RESTART,
                 Action.RESTART_SERVICE,
                 primary.host,
                 f"restarting the service on {primary.host} in place "
@@ -215,7 +282,7 @@ def _decide_unpaused(snapshot: ClusterSnapshot, policy: Policy) -> Decision:
         return _failover(snapshot, policy, primary)
     if primary.host_liveness is Liveness.DOWN:
         return _failover(snapshot, policy, primary)
-    return Decision(
+    return _decision(Situation.PRIMARY_SUSPECT,
         Action.NONE,
         None,
         f"waiting: primary {primary.host} is {_state(primary)}, not yet down "
@@ -228,7 +295,7 @@ def _hosts_first(snapshot: ClusterSnapshot) -> Decision | None:
     records = {m.host: m.record for m in snapshot.members if m.record is not None}
     problems = sorted(r.problem for r in records.values() if r.problem)
     if problems:
-        return Decision(Action.HOLD, None, f"not acting: {problems[0]}; an operator must "
+        return _decision(Situation.BAD_HOST_RECORD, Action.HOLD, None, f"not acting: {problems[0]}; an operator must "
                                            "repair the record (it is never guessed at)")
     top = max((max(r.epoch or 0, r.role_epoch or 0) for r in records.values()), default=0)
     if top > snapshot.epoch:
@@ -246,20 +313,20 @@ def _adopt_from_hosts(snapshot: ClusterSnapshot, records: dict[str, HostRecord],
     claimants = sorted(h for h, r in records.items() if r.claims_primary_at == top)
     if len(claimants) == 1:
         host = claimants[0]
-        return Decision(Action.ADOPT, host, f"{why}; {host} recorded that it took the primary "
+        return _decision(Situation.HOSTS_AHEAD, Action.ADOPT, host, f"{why}; {host} recorded that it took the primary "
                                             f"role at epoch {top}: adopting {host} as primary "
                                             f"at epoch {top}", epoch=top)
     serving = sorted(m.host for m in snapshot.members if m.service_liveness is Liveness.UP
                      and m.host in records and (records[m.host].epoch or 0) == top)
     if not claimants and len(serving) == 1:
         host = serving[0]
-        return Decision(Action.ADOPT, host, f"{why}; no host recorded the primary role at it, "
+        return _decision(Situation.HOSTS_AHEAD, Action.ADOPT, host, f"{why}; no host recorded the primary role at it, "
                                             f"but {host} serves and recorded it: adopting "
                                             f"{host} as primary at epoch {top}", epoch=top)
     who = (f"{' and '.join(claimants)} both claim the primary role at it" if claimants else
            "no host recorded the primary role at it and "
            + (f"{' and '.join(serving)} serve" if serving else "none of them serves"))
-    return Decision(Action.HOLD, None, f"{why}; {who}: not acting on Redis's word; an "
+    return _decision(Situation.HOSTS_AHEAD_UNCLEAR, Action.HOLD, None, f"{why}; {who}: not acting on Redis's word; an "
                                        f"operator must choose (crctl adopt {snapshot.cluster} "
                                        "HOST)")
 
@@ -270,25 +337,25 @@ def _confirm_seed(snapshot: ClusterSnapshot, records: dict[str, HostRecord]) -> 
             f"({primary} at epoch {snapshot.epoch})")
     unread = sorted(m.host for m in snapshot.members if m.host not in records)
     if unread:
-        return Decision(Action.HOLD, None, f"{base}; waiting to read the epoch records of "
+        return _decision(Situation.SEEDED_WAITING_FOR_RECORDS, Action.HOLD, None, f"{base}; waiting to read the epoch records of "
                                            f"{', '.join(unread)} before acting (a host "
                                            "promoted since would say so)")
     unsure = sorted(m.host for m in snapshot.members
                     if m.service_liveness not in (Liveness.UP, Liveness.DOWN))
     if unsure:
-        return Decision(Action.HOLD, None, f"{base}; waiting to see whether "
+        return _decision(Situation.SEEDED_WAITING_FOR_SERVICE, Action.HOLD, None, f"{base}; waiting to see whether "
                                            f"{', '.join(unsure)} serve(s) before acting")
     others = sorted(m.host for m in snapshot.members
                     if m.host != primary and (m.service_liveness is Liveness.UP
                                               or records[m.host].claims_primary_at
                                               == snapshot.epoch))
     if others:
-        return Decision(Action.HOLD, None, f"{base}, but {', '.join(others)} serve(s) or "
+        return _decision(Situation.SEEDED_OTHER_SERVES, Action.HOLD, None, f"{base}, but {', '.join(others)} serve(s) or "
                                            "claim(s) the primary role and no host recorded a "
                                            "newer epoch: not demoting a serving host on the "
                                            "inventory's word; an operator must choose (crctl "
                                            f"adopt {snapshot.cluster} HOST)")
-    return Decision(Action.ADOPT, primary, f"{base}; every member's records were read, none "
+    return _decision(Situation.SEEDED_CONFIRMED, Action.ADOPT, primary, f"{base}; every member's records were read, none "
                                            f"is newer, and no other member serves: confirming "
                                            f"{primary} at epoch {snapshot.epoch}",
                     epoch=snapshot.epoch)
@@ -337,7 +404,7 @@ def _healthy_primary(snapshot: ClusterSnapshot, policy: Policy, primary: MemberS
     if (primary.via_shared_ip is Liveness.DOWN and primary.via_shared_ip_failures > 0
             and not primary.observer_cut_off):
         address = f"the shared IP {snapshot.shared_ip}" if snapshot.shared_ip else "the shared IP"
-        return Decision(
+        return _decision(Situation.CLIENTS_CANNOT_REACH_PRIMARY,
             Action.REASSERT,
             primary.host,
             f"re-asserting {primary.host} as primary (epoch {snapshot.epoch}): it serves on "
@@ -354,7 +421,7 @@ def _healthy_primary(snapshot: ClusterSnapshot, policy: Policy, primary: MemberS
              if m.service_liveness is Liveness.DOWN and m.up_rounds >= watched]
     if ready:
         m = ready[0]
-        return Decision(
+        return _decision(Situation.MEMBER_BEHIND,
             Action.RESYNC,
             m.host,
             f"resyncing {m.host} from {primary.host}: {_lag(m)} "
@@ -364,7 +431,7 @@ def _healthy_primary(snapshot: ClusterSnapshot, policy: Policy, primary: MemberS
         m = behind[0]
         seen = (f"its service is {m.service_liveness.value}" if m.up_rounds >= watched else
                 f"it has answered for {m.up_rounds} of {watched} rounds")
-        return Decision(
+        return _decision(Situation.WATCHING_RETURNED_MEMBER,
             Action.NONE,
             None,
             f"{primary.host} is primary (epoch {snapshot.epoch}); {m.host} is back and "
@@ -384,7 +451,7 @@ def _healthy_primary(snapshot: ClusterSnapshot, policy: Policy, primary: MemberS
         # applies while a second vantage sees it serving).
         tail = (" as its peers see it serving; the orchestrator cannot reach it itself: "
                 "cut off from it, not failing over on its own view alone" + tail)
-    return Decision(
+    return _decision(Situation.PRIMARY_UP,
         Action.NONE, None, f"{primary.host} is primary (epoch {snapshot.epoch}) and up{tail}"
     )
 
@@ -401,14 +468,14 @@ def _failback(snapshot: ClusterSnapshot, policy: Policy, primary: MemberState) -
         return None
     healthy_for = snapshot.now - since
     if healthy_for < policy.failback_min_healthy_s:
-        return Decision(
+        return _decision(Situation.FAILBACK_PENDING,
             Action.NONE,
             None,
             f"{primary.host} is primary (epoch {snapshot.epoch}); failback to {home} in "
             f"{policy.failback_min_healthy_s - healthy_for:.0f} s (healthy and in sync for "
             f"{healthy_for:.0f} of {policy.failback_min_healthy_s:.0f} s)",
         )
-    return Decision(
+    return _decision(Situation.FAILBACK_DUE,
         Action.FAILBACK,
         home,
         f"failing back from {primary.host} to {home}: {home} healthy and in sync for "
@@ -458,7 +525,7 @@ def _failover(snapshot: ClusterSnapshot, policy: Policy, primary: MemberState) -
     if snapshot.restart_attempts and primary.host_liveness is Liveness.UP:
         down += f", still down after {snapshot.restart_attempts} restart attempt(s)"
     if policy.required_vantages > 1 and not primary.confirmed:
-        return Decision(
+        return _decision(Situation.DOWN_UNCONFIRMED,
             Action.HOLD,
             None,
             f"not failing over: {down}, but no second vantage confirms it "
@@ -467,7 +534,7 @@ def _failover(snapshot: ClusterSnapshot, policy: Policy, primary: MemberState) -
     window_start = snapshot.now - policy.failover_period_s
     recent = [t for t in snapshot.recent_failovers if t > window_start]
     if len(recent) >= policy.max_failovers:
-        return Decision(
+        return _decision(Situation.FAILOVER_BUDGET_SPENT,
             Action.HOLD,
             None,
             f"not failing over: {down}, but the failover budget is spent: {len(recent)} "
@@ -476,12 +543,12 @@ def _failover(snapshot: ClusterSnapshot, policy: Policy, primary: MemberState) -
     eligible, refused = rank_targets(snapshot, policy)
     if not eligible:
         why = "; ".join(refused) or "no other member"
-        return Decision(
+        return _decision(Situation.NO_ELIGIBLE_TARGET,
             Action.HOLD, None, f"not failing over: {down}, but no eligible target: {why}"
         )
     best = eligible[0]
     detail = f"{best.host} {_lag(best)}" if snapshot.replicated else f"{best.host} up"
-    return Decision(
+    return _decision(Situation.PRIMARY_DOWN,
         Action.FAILOVER,
         best.host,
         f"failing over from {primary.host} to {best.host}: {down}; {detail}",

@@ -21,6 +21,7 @@ Flows:
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 from cr_orchestrator.changes import (  # noqa: F401 - re-exported: the flows' public API
     LOCK_TTL_S, Env, Outcome, adopt, demote_rejoined, failover, flow_budget_s, reassert,
@@ -37,27 +38,38 @@ log = logging.getLogger(__name__)
 
 
 # ---------------------------------------------------------------- observe and decide
-def observe(env: Env, cluster: Cluster) -> ClusterSnapshot:
-    """Probe once, store the observations, and build the snapshot ``decide`` reads."""
+@dataclass(frozen=True)
+class Observed:
+    """What one observation of a cluster gave: the snapshot ``decide`` reads, and this
+    round's probe results (stored by :func:`record`, not by :func:`observe`)."""
+
+    snapshot: ClusterSnapshot
+    observations: tuple
+
+
+def observe(env: Env, cluster: Cluster) -> Observed:
+    """Probe once and build the snapshot ``decide`` reads. Only reads: the state in
+    Redis (a cluster without any is the inventory's word, ``seeded``), the stored
+    window of observations plus this round's, and the replicas' freshness."""
     from cr_orchestrator.detector import assess, default_stale_after
     from cr_orchestrator.observations_store import ObservationStore
     from cr_orchestrator.sync.freshness import FreshnessStore
 
     state = env.state
-    primary, epoch = state.ensure(cluster=cluster.name,
-                                  configured_primary=cluster.configured_primary)
+    # read before probing: a change that lands while we probe shows as a newer epoch
+    recorded, epoch = state.primary(cluster.name), state.epoch(cluster.name)
+    primary = recorded or cluster.configured_primary
     policy = cluster.policy
-    observations = env.probe(topology=env.topology, cluster=cluster, primary=primary,
-                             timeout_s=policy.probe_timeout_s)
-    store = ObservationStore(client=env.redis, prefix=env.prefix)
-    store.add(observations=observations)
+    observations = tuple(env.probe(topology=env.topology, cluster=cluster, primary=primary,
+                                   timeout_s=policy.probe_timeout_s))
     now = env.clock()
     # The window must hold enough rounds to call a host down or up again even when rounds
     # run late (a round probing a dead host lasts up to the probe timeout and more).
     rounds = policy.failures_before_down + policy.successes_before_up + 2
     since = now - max(default_stale_after(policy),
                       rounds * (policy.probe_interval_s + policy.probe_timeout_s))
-    window = store.recent_for(hosts=cluster.hosts(), since=since)
+    stored = ObservationStore(client=env.redis, prefix=env.prefix)
+    window = stored.recent_for(hosts=cluster.hosts(), since=since) + list(observations)
     assessment = assess(cluster=cluster, observations=window, now=now)
     freshness = FreshnessStore(env.redis, env.prefix)
     per_set = {rs.name: freshness.freshness(cluster.name, rs.name, now=now)
@@ -65,31 +77,43 @@ def observe(env: Env, cluster: Cluster) -> ClusterSnapshot:
     lags = member_lags(cluster=cluster, per_set=per_set, primary=primary)
     windows = frozenset(h for h in cluster.hosts()
                         if env.topology.hosts[h].platform is Platform.WINDOWS)
-    records = latest_records(cluster=cluster.name, observations=window, windows_hosts=windows)
-    return _snapshot(env, cluster, assessment, primary, epoch, lags, now, records)
-
-
-def _snapshot(env: Env, cluster: Cluster, assessment, primary: str, epoch: int,
-              lags: dict, now: float, records: dict) -> ClusterSnapshot:
-    state = env.state
-    home = cluster.configured_primary
-    home_view = assessment.hosts.get(home)
-    lag = lags.get(home)
-    in_sync = (home != primary and home_view is not None
-               and home_view.machine.liveness.value == "up"
-               and (not cluster.replica_sets
-                    or (lag is not None and lag <= cluster.policy.max_replica_lag_s)))
-    since = state.mark_in_sync(cluster=cluster.name, host=home, in_sync=in_sync, now=now)
-    primary_view = assessment.hosts.get(primary)
-    if primary_view is not None and primary_view.service.liveness.value == "up":
-        state.reset_restarts(cluster.name)  # the incident is over
-    return build_snapshot(
+    snapshot = build_snapshot(
         cluster=cluster, assessment=assessment, primary=primary, epoch=epoch,
         paused=state.paused(cluster.name), lags=lags,
         restart_attempts=state.restarts(cluster.name),
-        recent_failovers=state.failovers(cluster.name), failback_in_sync_since=since, now=now,
-        records=records, seeded=state.seeded(cluster.name),
+        recent_failovers=state.failovers(cluster.name),
+        failback_in_sync_since=state.in_sync_since(cluster=cluster.name,
+                                                   host=cluster.configured_primary),
+        now=now,
+        records=latest_records(cluster=cluster.name, observations=window,
+                               windows_hosts=windows),
+        seeded=recorded is None or state.seeded(cluster.name),
         interrupted=interrupted_change(state.change(cluster.name)))
+    return Observed(snapshot, observations)
+
+
+def record(env: Env, cluster: Cluster, observed: Observed, decision: Decision | None) -> None:
+    """Write what a round saw and decided: its observations (the detector's window), the
+    decision (history keys on its situation), and the decision's state effects."""
+    from cr_orchestrator.observations_store import ObservationStore
+
+    ObservationStore(client=env.redis, prefix=env.prefix).add(
+        observations=observed.observations)
+    if decision is None:
+        return
+    snapshot, state = observed.snapshot, env.state
+    # a cluster Redis knew nothing of: the inventory's word, marked seeded until the
+    # hosts' records confirm it (rule "hosts first")
+    state.ensure(cluster=cluster.name, configured_primary=cluster.configured_primary)
+    state.record_decision(cluster=cluster.name, action=decision.action.value,
+                          target=decision.target, reason=decision.reason,
+                          situation=decision.situation_key, epoch=snapshot.epoch,
+                          now=snapshot.now,
+                          members={m.host: _health_word(m) for m in snapshot.members})
+    if decision.reset_restarts:
+        state.reset_restarts(cluster.name)  # the incident is over
+    state.set_in_sync_since(cluster=cluster.name, host=cluster.configured_primary,
+                            since=decision.in_sync_since)
 
 
 def probe_round(env: Env, cluster_name: str) -> Outcome:
@@ -106,20 +130,20 @@ def probe_round(env: Env, cluster_name: str) -> Outcome:
         with env.state.lock(cluster=cluster.name, kind="round", wait_s=policy.probe_interval_s,
                             ttl_s=max(10.0, 3 * (policy.probe_interval_s + policy.probe_timeout_s))):
             busy_before = env.state.lock_holder(cluster.name)
-            snapshot = observe(env, cluster)
+            observed = observe(env, cluster)
+            snapshot = observed.snapshot
             holder = busy_before or env.state.lock_holder(cluster.name)
             if holder is not None:
+                record(env, cluster, observed, None)
                 return Outcome(True, f"observed {cluster.name}; a topology change holds the "
                                      f"lock ({holder}): not deciding now")
             if env.state.epoch(cluster.name) != snapshot.epoch:
                 # A change finished while we probed: what we saw may predate it.
+                record(env, cluster, observed, None)
                 return Outcome(True, f"observed {cluster.name}; it moved to epoch "
                                      f"{env.state.epoch(cluster.name)} meanwhile: not deciding")
             decision = decide(snapshot, policy)
-            env.state.record_decision(cluster=cluster.name, action=decision.action.value,
-                                      target=decision.target, reason=decision.reason,
-                                      epoch=snapshot.epoch, now=snapshot.now,
-                                      members={m.host: _health_word(m) for m in snapshot.members})
+            record(env, cluster, observed, decision)
     except LockBusy:
         return Outcome(True, f"skipped: the previous round of {cluster.name} is still running")
     log.info("%s: %s", cluster.name, decision.reason)
@@ -128,9 +152,9 @@ def probe_round(env: Env, cluster_name: str) -> Outcome:
 
 
 def _health_word(m) -> str:
-    if m.host_liveness.value != "up":
+    if m.host_liveness is not Liveness.UP:
         return f"host {m.host_liveness.value}"
-    return "up" if m.service_liveness.value == "up" else f"service {m.service_liveness.value}"
+    return "up" if m.service_liveness is Liveness.UP else f"service {m.service_liveness.value}"
 
 
 # Actions that a failure would otherwise repeat every round: they back off instead.

@@ -24,7 +24,6 @@ import enum
 import json
 import logging
 import os
-import re
 import socket
 import threading
 import time
@@ -40,7 +39,8 @@ from cr_orchestrator.model import Secret, Topology
 
 log = logging.getLogger(__name__)
 
-EVENTS_MAXLEN = 100_000  # per cluster, approximate (XADD MAXLEN ~)
+EVENTS_MAXLEN = 100_000
+QUIET_ACTIONS = ("none", "hold")  # decisions that change nothing: logged when they change  # per cluster, approximate (XADD MAXLEN ~)
 
 # KEYS[1] cluster hash; ARGV expected epoch, new primary, time, the change's journal
 # entry (JSON, or ''). Returns {1, new epoch} or {0, current epoch, current primary}. The
@@ -328,14 +328,18 @@ class ClusterState:
         return tuple(self._float(key, score) for _, score in self.redis.zrange(key, 0, -1,
                                                                                withscores=True))
 
-    def mark_in_sync(self, *, cluster: str, host: str, in_sync: bool, now: float) -> float | None:
-        """Track since when ``host`` is healthy and in sync; returns that time or None."""
+    def in_sync_since(self, *, cluster: str, host: str) -> float | None:
+        """Since when ``host`` (the configured primary) is healthy and in sync, or None."""
         key = self.key(cluster, "in_sync_since")
-        if not in_sync:
+        raw = self.redis.hget(key, host)
+        return None if raw is None else self._float(key, raw)
+
+    def set_in_sync_since(self, *, cluster: str, host: str, since: float | None) -> None:
+        key = self.key(cluster, "in_sync_since")
+        if since is None:
             self.redis.hdel(key, host)
-            return None
-        self.redis.hsetnx(key, host, repr(now))
-        return self._float(key, self.redis.hget(key, host))
+        else:
+            self.redis.hset(key, host, repr(since))
 
     # -- backoff of failing actions ----------------------------------------------------
     def backoff(self, *, cluster: str, action: str, target: str | None) -> tuple[int, float]:
@@ -365,26 +369,28 @@ class ClusterState:
 
     # -- decisions and events -----------------------------------------------------------
     def record_decision(self, *, cluster: str, action: str, target: str | None, reason: str,
-                        epoch: int, now: float, members: dict[str, str] | None = None) -> bool:
+                        epoch: int, now: float, members: dict[str, str] | None = None,
+                        situation: str | None = None) -> bool:
         """Keep the last decision; append it to the event stream when it changed.
 
-        Probe rounds run every few seconds: only a change of action, target, or of the
-        gist of the reason (its first clause, numbers aside: "up" → "suspect, not yet
-        down" → "up"), or any acting decision, goes to the stream, so history stays
-        readable and still says why nothing was done during a blip.
+        Probe rounds run every few seconds: only a change of action, target or
+        ``situation`` (the decision's code: "primary up" → "primary suspect" → "primary
+        up"), or any acting decision, goes to the stream, so history stays readable and
+        still says why nothing was done during a blip. (Never keyed on the sentence: its
+        numbers change every round.)
         """
         key = self.key(cluster, "decision")
         last = self.last_decision(cluster)
         record = {"action": action, "target": target, "reason": reason, "epoch": epoch,
-                  "at": now, "members": members or {}}
+                  "at": now, "members": members or {}, "situation": situation}
         self.redis.set(key, dumps(record))
-        quiet = action in ("none", "hold")
-        if last and quiet and (last["action"], last["target"]) == (action, target) \
-                and _gist(last.get("reason", "")) == _gist(reason):
+        quiet = action in (QUIET_ACTIONS)
+        if last and quiet and (last["action"], last["target"], last.get("situation")) \
+                == (action, target, situation):
             return False
         self.append_event(cluster=cluster, kind="decision", at=now,
                           data={"action": action, "target": target, "reason": reason,
-                                "epoch": epoch})
+                                "epoch": epoch, "situation": situation})
         return True
 
     def last_decision(self, cluster: str) -> dict | None:
@@ -548,7 +554,3 @@ def live_status(topology: Topology, redis_client: redis.Redis, prefix: str = "cr
     return out
 
 
-def _gist(reason: str) -> str:
-    """A reason's first clause without its numbers (counts, lags, epochs change every
-    round; the situation does not)."""
-    return re.sub(r"\d+(?:\.\d+)?", "#", reason.split(";")[0])

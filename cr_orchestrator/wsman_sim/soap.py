@@ -17,6 +17,8 @@ NS = {
     "s": "http://www.w3.org/2003/05/soap-envelope",
     "a": "http://schemas.xmlsoap.org/ws/2004/08/addressing",
     "x": "http://schemas.xmlsoap.org/ws/2004/09/transfer",
+    "e": "http://schemas.xmlsoap.org/ws/2004/08/eventing",
+    "n": "http://schemas.xmlsoap.org/ws/2004/09/enumeration",
     "w": "http://schemas.dmtf.org/wbem/wsman/1/wsman.xsd",
     "rsp": "http://schemas.microsoft.com/wbem/wsman/1/windows/shell",
     "p": "http://schemas.microsoft.com/wbem/wsman/1/wsman.xsd",
@@ -36,7 +38,11 @@ ANONYMOUS = "http://schemas.xmlsoap.org/ws/2004/08/addressing/role/anonymous"
 # WS-Man fault codes Windows uses (winerror.h, ERROR_WSMAN_*).
 FAULT_OPERATION_TIMEOUT = 2150858793  # Receive: nothing to return within OperationTimeout
 FAULT_SHELL_NOT_FOUND = 2150858843  # the ShellId is unknown (server restarted, shell idle-closed)
-FAULT_INVALID_SELECTORS = 2150858778
+FAULT_COMMAND_NOT_FOUND = 2150858843  # the same code for an unknown CommandId (recorded)
+FAULT_INVALID_PARAMETER = 87  # ERROR_INVALID_PARAMETER, from the cmd shell plugin (recorded)
+FAULT_FILE_NOT_FOUND = 2147942402  # HRESULT of ERROR_FILE_NOT_FOUND: the program to start is not found (recorded)
+# Faults raised by the cmd shell plugin name it in f:ProviderFault (recorded).
+CMD_PLUGIN = ("Shell cmd plugin", r"%systemroot%\system32\winrscmd.dll")
 
 
 class BadRequest(ValueError):
@@ -57,6 +63,8 @@ class Request:
     signal_code: str | None = None
     options: dict = field(default_factory=dict)
     environment: tuple[tuple[str, str], ...] = ()  # Create: rsp:Environment/rsp:Variable
+    working_directory: str | None = None  # Create: rsp:WorkingDirectory
+    idle_timeout_s: float | None = None  # Create: rsp:IdleTimeOut
 
 
 def _text(root: ET.Element, path: str) -> str | None:
@@ -105,6 +113,8 @@ def parse_request(body: bytes) -> Request:
         kw["signal_code"] = _text(body_el, "rsp:Signal/rsp:Code")
         kw["environment"] = tuple((v.get("Name") or "", v.text or "")
                                   for v in body_el.iterfind("rsp:Shell/rsp:Environment/rsp:Variable", NS))
+        kw["working_directory"] = _text(body_el, "rsp:Shell/rsp:WorkingDirectory")
+        kw["idle_timeout_s"] = _duration_s(_text(body_el, "rsp:Shell/rsp:IdleTimeOut"), 0.0) or None
     return Request(action=action, message_id=message_id, shell_id=shell_id,
                    operation_timeout_s=op_timeout, options=options, **kw)
 
@@ -113,6 +123,7 @@ def parse_request(body: bytes) -> Request:
 _ALL = ("s", "a", "x", "w", "rsp", "p")
 _NO_TRANSFER = ("s", "a", "w", "rsp", "p")
 _DELETE = ("s", "a", "w", "p")
+_FAULT = ("s", "a", "x", "e", "n", "w", "p")  # every recorded fault, whatever the request
 
 
 def _envelope(action: str, relates_to: str, body: str, *, prefixes: tuple[str, ...] = _ALL) -> str:
@@ -127,16 +138,21 @@ def _envelope(action: str, relates_to: str, body: str, *, prefixes: tuple[str, .
 
 def create_response(req: Request, *, shell_id: str, endpoint: str, owner: str, client_ip: str) -> str:
     """Reply to Create: the new shell's ShellId as a Selector, then the rsp:Shell."""
-    # Windows echoes the shell's environment variables, between ClientIP and IdleTimeOut.
+    # Windows echoes the shell's environment variables and working directory between ClientIP
+    # and IdleTimeOut (recorded one at a time; together, in MS-WSMV's schema order), and the
+    # IdleTimeOut asked for, in its own format (PT60S -> PT60.000S). Name and Lifetime: not echoed.
     env = "".join(f"<rsp:Variable Name={quoteattr(k)}>{escape(v)}</rsp:Variable>" for k, v in req.environment)
     env = f"<rsp:Environment>{env}</rsp:Environment>" if env else ""
+    if req.working_directory is not None:
+        env += f"<rsp:WorkingDirectory>{escape(req.working_directory)}</rsp:WorkingDirectory>"
+    idle = req.idle_timeout_s or 7200.0
     body = (
         f"<x:ResourceCreated><a:Address>{escape(endpoint)}</a:Address><a:ReferenceParameters>"
         f"<w:ResourceURI>{SHELL_URI}/cmd</w:ResourceURI><w:SelectorSet>"
         f'<w:Selector Name="ShellId">{shell_id}</w:Selector></w:SelectorSet></a:ReferenceParameters>'
         f'</x:ResourceCreated><rsp:Shell xmlns:rsp="{SHELL_URI}"><rsp:ShellId>{shell_id}</rsp:ShellId>'
         f"<rsp:ResourceUri>{SHELL_URI}/cmd</rsp:ResourceUri><rsp:Owner>{escape(owner)}</rsp:Owner>"
-        f"<rsp:ClientIP>{escape(client_ip)}</rsp:ClientIP>{env}<rsp:IdleTimeOut>PT7200.000S</rsp:IdleTimeOut>"
+        f"<rsp:ClientIP>{escape(client_ip)}</rsp:ClientIP>{env}<rsp:IdleTimeOut>PT{idle:.3f}S</rsp:IdleTimeOut>"
         "<rsp:InputStreams>stdin</rsp:InputStreams><rsp:OutputStreams>stdout stderr</rsp:OutputStreams>"
         "<rsp:ShellRunTime>P0DT0H0M0S</rsp:ShellRunTime><rsp:ShellInactivity>P0DT0H0M0S</rsp:ShellInactivity>"
         "</rsp:Shell>"
@@ -180,17 +196,62 @@ def delete_response(req: Request) -> str:
     return _envelope(f"{ACTION_DELETE}Response", req.message_id, "", prefixes=_DELETE)
 
 
-def fault_response(req: Request | None, *, code: int, subcode: str, reason: str,
-                   machine: str = "localhost") -> str:
-    """A SOAP 1.2 fault with the WSManFault detail pywinrm reads (Code attribute, Message)."""
+def fault_response(req: Request | None, *, code: int, subcode: str, reason: str, machine: str = "localhost",
+                   sender: bool = False, detail: str | None = None,
+                   provider: tuple[str, str] | None = None) -> str:
+    """A SOAP 1.2 fault shaped like Windows' (sent with HTTP 500).
+
+    ``sender``: the request was wrong (``s:Sender``), else the service failed (``s:Receiver``).
+    ``detail``: the ``w:FaultDetail`` URI's last part (e.g. ``InvalidValue``), when Windows adds one.
+    ``provider``: (name, path) of the shell plugin that raised it; Windows then wraps the message
+    in ``f:ProviderFault``. pywinrm reads the Code attribute and ``s:Reason``.
+    """
+    value = "s:Sender" if sender else "s:Receiver"
+    fault_detail = (f"<w:FaultDetail>http://schemas.dmtf.org/wbem/wsman/1/wsman/faultDetail/{detail}</w:FaultDetail>"
+                    if detail else "")
+    message = escape(reason)
+    if provider is not None:
+        message = (f"<f:ProviderFault provider={quoteattr(provider[0])} path={quoteattr(provider[1])}>"
+                   f"{message}</f:ProviderFault>")
     body = (
-        f'<s:Fault><s:Code><s:Value>s:Receiver</s:Value><s:Subcode><s:Value>{escape(subcode)}</s:Value>'
+        f'<s:Fault><s:Code><s:Value>{value}</s:Value><s:Subcode><s:Value>{escape(subcode)}</s:Value>'
         f'</s:Subcode></s:Code><s:Reason><s:Text xml:lang="en-US">{escape(reason)}</s:Text></s:Reason>'
-        f'<s:Detail><f:WSManFault xmlns:f="{NS["f"]}" Code="{code}" Machine={quoteattr(machine)}>'
-        f"<f:Message>{escape(reason)}</f:Message></f:WSManFault></s:Detail></s:Fault>"
+        f'<s:Detail>{fault_detail}<f:WSManFault xmlns:f="{NS["f"]}" Code="{code}" Machine={quoteattr(machine)}>'
+        f"<f:Message>{message}</f:Message></f:WSManFault></s:Detail></s:Fault>"
     )
     relates = req.message_id if req else "uuid:00000000-0000-0000-0000-000000000000"
-    return _envelope("http://schemas.dmtf.org/wbem/wsman/1/wsman/fault", relates, body)
+    return _envelope("http://schemas.dmtf.org/wbem/wsman/1/wsman/fault", relates, body, prefixes=_FAULT)
+
+
+# Windows' wording below is copied from the recordings, trailing space included.
+
+def command_not_found_fault(req: Request, *, machine: str) -> str:
+    """Receive (or Send, Signal) naming a CommandId the shell does not have."""
+    return fault_response(
+        req, code=FAULT_COMMAND_NOT_FOUND, subcode="w:InvalidSelectors", machine=machine, sender=True,
+        detail="UnexpectedSelectors",
+        reason="The WS-Management service cannot process the request because the request contained invalid "
+               "selectors for the resource. ",
+    ).replace(
+        # Windows' f:Message here is more specific than its s:Reason.
+        "<f:Message>The WS-Management service cannot process the request because the request contained invalid "
+        "selectors for the resource. </f:Message>",
+        "<f:Message>The Windows Remote Shell received a request to perform an operation on a command identifier "
+        "that does not exist. Either the command has completed execution or the client specified an invalid "
+        "command identifier. </f:Message>")
+
+
+def invalid_parameter_fault(req: Request, *, machine: str) -> str:
+    """The cmd plugin refusing a request it cannot act on, e.g. a Receive naming no command."""
+    return fault_response(req, code=FAULT_INVALID_PARAMETER, subcode="w:InvalidParameter", machine=machine,
+                          sender=True, detail="InvalidValue", provider=CMD_PLUGIN,
+                          reason="The parameter is incorrect. ")
+
+
+def command_start_fault(req: Request, *, code: int, reason: str, machine: str) -> str:
+    """The cmd plugin could not start the command (e.g. 2147942402: the program was not found)."""
+    return fault_response(req, code=code, subcode="w:InternalError", machine=machine, provider=CMD_PLUGIN,
+                          reason=reason)
 
 
 def operation_timeout_fault(req: Request, *, machine: str) -> str:

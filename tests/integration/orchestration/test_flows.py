@@ -506,3 +506,23 @@ def test_a_switchover_is_not_started_while_the_primary_is_failing(env, rec):
         in str(refused.value)
     assert "crctl failover mail --to HOST" in str(refused.value)
     assert rec.calls == [] and env.state.lock_holder("mail") is None
+
+
+def test_observe_only_reads(env, rec):
+    """observe() writes nothing to Redis: no seeding, no observations, no clocks; the
+    round's record step does, after decide."""
+    from cr_orchestrator.health import ORCHESTRATOR, Health, Observation
+
+    env.redis.delete(env.state.key("mail"))
+    env.probe = lambda **kw: [Observation("mail-a", ORCHESTRATOR, "host", Health.OK, 1.0)]
+
+    def everything():
+        return {k: env.redis.dump(k) for k in env.redis.scan_iter(match=f"{env.prefix}:*")}
+
+    before = everything()
+    observed = flows.observe(env, cluster(env))
+    assert everything() == before
+    assert observed.snapshot.seeded and observed.snapshot.primary == "mail-a"
+    assert len(observed.observations) == 1
+    flows.record(env, cluster(env), observed, None)  # observations only
+    assert everything() != before and env.state.primary("mail") is None

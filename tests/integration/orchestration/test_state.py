@@ -178,9 +178,11 @@ def test_replica_set_lock_is_separate_from_the_cluster_lock(state):
 
 def test_event_stream_round_trip_and_quiet_repeats(state):
     assert state.record_decision(cluster="mail", action="none", target=None,
-                                 reason="mail-a is primary", epoch=0, now=100.0)
+                                 reason="mail-a is primary", epoch=0, now=100.0,
+                                 situation="primary_up")
     assert not state.record_decision(cluster="mail", action="none", target=None,
-                                     reason="mail-a is primary; 3 s", epoch=0, now=102.0)
+                                     reason="mail-a is primary; 3 s", epoch=0, now=102.0,
+                                     situation="primary_up")
     assert state.record_decision(cluster="mail", action="failover", target="mail-b",
                                  reason="failing over from mail-a to mail-b", epoch=0, now=104.0)
     state.append_event(cluster="mail", kind="playbook", at=105.0,
@@ -203,9 +205,11 @@ def test_failovers_restarts_pause_and_failback_clock(state):
     assert not state.paused("mail")
     state.set_paused("mail", True)
     assert state.paused("mail")
-    assert state.mark_in_sync(cluster="mail", host="mail-a", in_sync=True, now=50.0) == 50.0
-    assert state.mark_in_sync(cluster="mail", host="mail-a", in_sync=True, now=60.0) == 50.0
-    assert state.mark_in_sync(cluster="mail", host="mail-a", in_sync=False, now=70.0) is None
+    assert state.in_sync_since(cluster="mail", host="mail-a") is None
+    state.set_in_sync_since(cluster="mail", host="mail-a", since=50.0)
+    assert state.in_sync_since(cluster="mail", host="mail-a") == 50.0
+    state.set_in_sync_since(cluster="mail", host="mail-a", since=None)
+    assert state.in_sync_since(cluster="mail", host="mail-a") is None
 
 
 @pytest.mark.parametrize("key_part,field,value,call", [
@@ -264,17 +268,19 @@ def test_live_status_reports_what_redis_says(state, redis_client, prefix):
 
 
 def test_a_quiet_decision_whose_situation_changes_is_recorded_once(state):
-    # up → suspect (not yet down) → suspect again with another count → up: three events
-    reasons = ["mail-a is primary (epoch 0) and up; mail-b replica 3 s behind",
-               "waiting: primary mail-a is suspect (service), not yet down (needs 4 failed probes)",
-               "waiting: primary mail-a is suspect (service), not yet down (needs 4 failed probes)",
-               "mail-a is primary (epoch 0) and up; mail-b replica 4 s behind",
-               "mail-a is primary (epoch 0) and up; mail-b replica 5 s behind"]
+    # up → suspect (not yet down) → suspect again → up → up: three events, keyed on the
+    # situation code, whatever the sentence says (its numbers change every round)
+    rounds = [("primary_up", "mail-a is primary (epoch 0) and up; mail-b replica 3 s behind"),
+              ("primary_suspect", "waiting: primary mail-a is suspect (service), not yet down"),
+              ("primary_suspect", "waiting: primary mail-a is suspect (host), not yet down"),
+              ("primary_up", "mail-a is primary (epoch 0) and up; mail-b replica 4 s behind"),
+              ("primary_up", "mail-a is primary (epoch 0) and up; mail-b is back, 9 s behind")]
     recorded = [state.record_decision(cluster="mail", action="none", target=None, reason=r,
-                                      epoch=0, now=100.0 + i) for i, r in enumerate(reasons)]
+                                      situation=code, epoch=0, now=100.0 + i)
+                for i, (code, r) in enumerate(rounds)]
     assert recorded == [True, True, False, True, False]
-    assert [e.data["reason"] for e in state.events("mail")] == [reasons[0], reasons[1],
-                                                                reasons[3]]
+    assert [e.data["situation"] for e in state.events("mail")] == [
+        "primary_up", "primary_suspect", "primary_up"]
 
 
 def test_locks_of_dead_processes_here_are_freed_others_kept(state, redis_client):
