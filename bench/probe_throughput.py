@@ -43,7 +43,8 @@ def serve(n: int) -> None:
         state = HostState(hostname=f"WIN{i}", services={s: "Running" for s in SERVICES},
                           volumes={"D:\\": {"free": 1 << 40, "size": 2 << 40}})
         sim = WsmanSim(users={USER: PASSWORD}, state=state).start()
-        sim.register(r"^Get-Service -Name", Reply(stdout='[{"Name":"MDaemon","Status":4},{"Name":"W3SVC","Status":4}]\n'))
+        sim.register(r"^Get-Service -Name",
+                     Reply(stdout='[{"Name":"MDaemon","Status":4},{"Name":"W3SVC","Status":4}]\n'))
         sim.register(r"^\(Get-CimInstance Win32_OperatingSystem\)", Reply(stdout="2026-11-21T02:00:00.0000000Z\n"))
         sim.register(r"^\(New-Object System.IO.DriveInfo", Reply(stdout=f"{1 << 40}\n"))
         sim.register(r"^\[DateTimeOffset\]::UtcNow", Reply(stdout=f"{int(time.time() * 1000)}\n"))

@@ -14,10 +14,10 @@ ansible-playbook.
 
 from __future__ import annotations
 
-import os
 
 from celery import Celery
 
+from cr_orchestrator.config import runtime
 from cr_orchestrator.state import default_redis_url
 
 PLAYBOOK_TIMEOUT_S = 240  # one ansible-playbook run (the runner's own deadline)
@@ -31,7 +31,7 @@ REDBEAT_LOCK_TIMEOUT_S = 30  # a standby beat takes over within this after a cra
 
 
 def default_prefix() -> str:
-    return os.environ.get("CR_PREFIX", "cr")
+    return runtime().prefix
 
 
 def site_queue(site: str) -> str:

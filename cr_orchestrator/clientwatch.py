@@ -13,8 +13,8 @@ service address. Samples overlap: one that waits for a timeout (a connection to 
 address nobody answers for) does not hold back the next, so the end of an outage is seen
 within one interval, not one timeout (sampling one after the other measured outages in
 steps of ~1.2 s). Lines may come out of start order; :func:`read_samples` sorts them.
-Two MACs for the shared IP, or two hosts greeting at once, is split brain. :func:`summarise` turns the lines into the outage
-and violation figures that the demo, the scenario tests and the benchmark report.
+Two MACs for the shared IP, or two hosts greeting at once, is split brain. :func:`summarise`
+turns the lines into the outage and violation figures that the demo, the scenario tests and the benchmark report.
 """
 
 from __future__ import annotations

@@ -168,7 +168,7 @@ class ClusterSnapshot:
     interrupted: Interrupted | None = None  # a journaled change nobody is running
 
     @classmethod
-    def empty(cls, cluster: str = "", *, now: float = 0.0) -> "ClusterSnapshot":
+    def empty(cls, cluster: str = "", *, now: float = 0.0) -> ClusterSnapshot:
         """The null snapshot: nothing known yet (decides HOLD, never acts)."""
         return cls(cluster=cluster, members=(), primary=None, epoch=0, now=now)
 
@@ -337,27 +337,28 @@ def _confirm_seed(snapshot: ClusterSnapshot, records: dict[str, HostRecord]) -> 
             f"({primary} at epoch {snapshot.epoch})")
     unread = sorted(m.host for m in snapshot.members if m.host not in records)
     if unread:
-        return _decision(Situation.SEEDED_WAITING_FOR_RECORDS, Action.HOLD, None, f"{base}; waiting to read the epoch records of "
-                                           f"{', '.join(unread)} before acting (a host "
-                                           "promoted since would say so)")
+        return _decision(Situation.SEEDED_WAITING_FOR_RECORDS, Action.HOLD, None,
+                         f"{base}; waiting to read the epoch records of {', '.join(unread)} "
+                         "before acting (a host promoted since would say so)")
     unsure = sorted(m.host for m in snapshot.members
                     if m.service_liveness not in (Liveness.UP, Liveness.DOWN))
     if unsure:
-        return _decision(Situation.SEEDED_WAITING_FOR_SERVICE, Action.HOLD, None, f"{base}; waiting to see whether "
-                                           f"{', '.join(unsure)} serve(s) before acting")
+        return _decision(Situation.SEEDED_WAITING_FOR_SERVICE, Action.HOLD, None,
+                         f"{base}; waiting to see whether {', '.join(unsure)} serve(s) "
+                         "before acting")
     others = sorted(m.host for m in snapshot.members
                     if m.host != primary and (m.service_liveness is Liveness.UP
                                               or records[m.host].claims_primary_at
                                               == snapshot.epoch))
     if others:
-        return _decision(Situation.SEEDED_OTHER_SERVES, Action.HOLD, None, f"{base}, but {', '.join(others)} serve(s) or "
-                                           "claim(s) the primary role and no host recorded a "
-                                           "newer epoch: not demoting a serving host on the "
-                                           "inventory's word; an operator must choose (crctl "
-                                           f"adopt {snapshot.cluster} HOST)")
-    return _decision(Situation.SEEDED_CONFIRMED, Action.ADOPT, primary, f"{base}; every member's records were read, none "
-                                           f"is newer, and no other member serves: confirming "
-                                           f"{primary} at epoch {snapshot.epoch}",
+        return _decision(Situation.SEEDED_OTHER_SERVES, Action.HOLD, None,
+                         f"{base}, but {', '.join(others)} serve(s) or claim(s) the primary "
+                         "role and no host recorded a newer epoch: not demoting a serving "
+                         "host on the inventory's word; an operator must choose (crctl "
+                         f"adopt {snapshot.cluster} HOST)")
+    return _decision(Situation.SEEDED_CONFIRMED, Action.ADOPT, primary,
+                     f"{base}; every member's records were read, none is newer, and no "
+                     f"other member serves: confirming {primary} at epoch {snapshot.epoch}",
                     epoch=snapshot.epoch)
 
 

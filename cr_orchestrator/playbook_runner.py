@@ -29,6 +29,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+from cr_orchestrator.config import runtime, search_path
 from cr_orchestrator.errors import ConfigError, PlaybookError
 from cr_orchestrator.playbook_events import PlaybookResult, RunRecord, summarize
 
@@ -76,7 +77,7 @@ def check_extravars(extravars: Mapping[str, object]) -> dict[str, object]:
 
 def artifacts_root() -> Path:
     """Where run records go: ``$CR_ARTIFACTS``, else /var/lib/cr-orchestrator/runs."""
-    return Path(os.environ.get("CR_ARTIFACTS") or DEFAULT_ARTIFACTS).resolve()
+    return runtime().artifacts_dir.resolve()
 
 
 def ansible_env() -> dict[str, str]:
@@ -85,7 +86,7 @@ def ansible_env() -> dict[str, str]:
     env = {
         "ANSIBLE_CONFIG": str(ANSIBLE_CFG),
         "ANSIBLE_ROLES_PATH": str(REPO_ROOT / "roles"),
-        "ANSIBLE_HOST_KEY_CHECKING": os.environ.get("ANSIBLE_HOST_KEY_CHECKING", "False"),
+        "ANSIBLE_HOST_KEY_CHECKING": runtime().ansible_host_key_checking,
         "ANSIBLE_NOCOLOR": "1",
         # The probes' ssh master connections (same ControlPath %C: same address, port and
         # user): they are renewed every round, so a failover playbook finds its connection
@@ -93,7 +94,7 @@ def ansible_env() -> dict[str, str]:
         # (Ansible's own masters expire 10 minutes after the last run).
         "ANSIBLE_SSH_CONTROL_PATH_DIR": str(_probe_control_dir()),
         # ansible-playbook of this Python's environment (the venv) first.
-        "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
+        "PATH": search_path(Path(sys.executable).parent),
     }
     return env
 

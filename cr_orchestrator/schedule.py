@@ -139,7 +139,7 @@ def sync_schedule(app: Celery, topology: Topology, inventory_path: str, *,
             args=list(want.args), options=want.options(), app=app,
         ).save()
         (updated if current is not None else added).append(want.name)
-    for name, entry in have.items():
+    for entry in have.values():
         entry.delete()
     return ScheduleChange(tuple(added), tuple(updated), tuple(sorted(have)), tuple(kept))
 

@@ -39,8 +39,8 @@ from cr_orchestrator.model import Secret, Topology
 
 log = logging.getLogger(__name__)
 
-EVENTS_MAXLEN = 100_000
-QUIET_ACTIONS = ("none", "hold")  # decisions that change nothing: logged when they change  # per cluster, approximate (XADD MAXLEN ~)
+EVENTS_MAXLEN = 100_000  # per cluster, approximate (XADD MAXLEN ~)
+QUIET_ACTIONS = ("none", "hold")  # decisions that change nothing: logged when they change
 
 # KEYS[1] cluster hash; ARGV expected epoch, new primary, time, the change's journal
 # entry (JSON, or ''). Returns {1, new epoch} or {0, current epoch, current primary}. The
@@ -98,7 +98,9 @@ return 1
 
 
 def default_redis_url() -> str:
-    return os.environ.get("CR_REDIS_URL", "redis://127.0.0.1:6379/0")
+    from cr_orchestrator.config import runtime
+
+    return runtime().redis_url
 
 
 def connect(url: str | None = None) -> redis.Redis:
@@ -431,7 +433,7 @@ class ClusterState:
     # -- locks --------------------------------------------------------------------------
     @contextlib.contextmanager
     def lock(self, *, cluster: str, replica_set: str | None = None, ttl_s: float = 30.0,
-             wait_s: float = 0.0, kind: str = "cluster") -> Iterator["Lease"]:
+             wait_s: float = 0.0, kind: str = "cluster") -> Iterator[Lease]:
         """Hold the cluster (or replica-set, or round) lock as a lease: a thread extends
         it every quarter of ``ttl_s`` while held, so a holder that dies (a SIGKILLed
         worker) frees it within ``ttl_s``. If the lease cannot be extended (taken over,
@@ -490,7 +492,7 @@ class ClusterState:
 class Lease:
     """A held lock: ``lost`` is set when its keeper could not extend it in time."""
 
-    def __init__(self, *, lock: "redis.lock.Lock", key: str, ttl_s: float) -> None:
+    def __init__(self, *, lock: redis.lock.Lock, key: str, ttl_s: float) -> None:
         self.lock, self.key, self.ttl_s = lock, key, ttl_s
         self.lost = threading.Event()
         self.why: str | None = None

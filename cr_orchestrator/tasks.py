@@ -7,10 +7,10 @@ cluster lock before it acts.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from pathlib import Path
 
+from cr_orchestrator.config import runtime
 from cr_orchestrator import flows
 from cr_orchestrator.celery_app import app
 from cr_orchestrator.errors import CrError, StateError
@@ -47,7 +47,7 @@ def topology_for(inventory_path: str) -> Topology:
         if cached and cached[0] == signature:
             return cached[1]
     topology = load_topology(inventory_path,
-                             vault_password_file=os.environ.get("CR_VAULT_PASSWORD_FILE"))
+                             vault_password_file=runtime().vault_password_file)
     with _CACHE_LOCK:
         _TOPOLOGIES[inventory_path] = (signature, topology)
     return topology
@@ -56,7 +56,7 @@ def topology_for(inventory_path: str) -> Topology:
 def make_env(inventory_path: str) -> flows.Env:
     return flows.Env(topology=topology_for(inventory_path), redis=connect(app.conf.cr_redis_url),
                      prefix=app.conf.cr_prefix,
-                     vault_password_file=os.environ.get("CR_VAULT_PASSWORD_FILE"))
+                     vault_password_file=runtime().vault_password_file)
 
 
 @app.task(name="cr.probe_round")

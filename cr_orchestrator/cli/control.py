@@ -14,7 +14,6 @@ showed). A command that finds the cluster moved since is refused and says what c
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -46,7 +45,9 @@ def redis_of(args: argparse.Namespace):
 
 
 def prefix_of(args: argparse.Namespace) -> str:
-    return args.prefix or os.environ.get("CR_PREFIX", "cr")
+    from cr_orchestrator.config import runtime
+
+    return args.prefix or runtime().prefix
 
 
 def register(subparsers) -> None:
@@ -76,7 +77,7 @@ def register(subparsers) -> None:
         parser.set_defaults(handler=run, command_name=command)
 
 
-def seen_of(args: argparse.Namespace, state) -> "Seen":
+def seen_of(args: argparse.Namespace, state) -> Seen:
     """What the operator saw: the flags, else the cluster as it is when issued."""
     from cr_orchestrator.commands import Seen
 

@@ -131,7 +131,7 @@ class Supervisor:
 
     def stop(self) -> None:
         self.stopping.set()
-        for name, proc in self.procs.items():
+        for proc in self.procs.values():
             if proc.poll() is None:
                 # The main process only: a Celery worker then stops its pool itself (warm
                 # shutdown, current tasks finish); a signal to the pool kills tasks midway.
@@ -170,6 +170,7 @@ def run(args: argparse.Namespace) -> int:
     from cr_orchestrator.celery_app import make_app, site_queue
     from cr_orchestrator.cli.control import prefix_of
     from cr_orchestrator.cli.validate import inventory_of
+    from cr_orchestrator.config import child_environ
     from cr_orchestrator.inventory import load_topology
     from cr_orchestrator.schedule import live_primaries, missing_entries, sync_schedule
     from redis.exceptions import RedisError
@@ -195,8 +196,8 @@ def run(args: argparse.Namespace) -> int:
         log.info("%s", change)
 
     resync_schedule(topology)
-    env = dict(os.environ, CR_REDIS_URL=app.conf.cr_redis_url, CR_PREFIX=app.conf.cr_prefix,
-               CR_INVENTORY=inventory)
+    env = child_environ(CR_REDIS_URL=app.conf.cr_redis_url, CR_PREFIX=app.conf.cr_prefix,
+                        CR_INVENTORY=inventory)
     if args.vault_password_file:
         env["CR_VAULT_PASSWORD_FILE"] = str(Path(args.vault_password_file).resolve())
     node = "cr-" + "-".join(s.removeprefix("site.") for s in queues)

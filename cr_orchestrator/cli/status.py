@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import os
 
+from cr_orchestrator.config import runtime
 from cr_orchestrator.cli.validate import add_inventory_options, inventory_of
 from cr_orchestrator.errors import StateError
 from cr_orchestrator.inventory import load_topology, render_status
@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
         print(render_status(topology, live=None, live_note="--no-live"))
         return 0
     live, note = read_live(topology, redis_url=args.redis_url,
-                           prefix=args.prefix or os.environ.get("CR_PREFIX", "cr"))
+                           prefix=args.prefix or runtime().prefix)
     print(render_status(topology, live=live, live_note=note))
     return 0
 

@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
+from cr_orchestrator.config import runtime
 from cr_orchestrator.errors import ConfigError
 from cr_orchestrator.inventory import load_topology, render_summary
 
 
 def add_inventory_options(parser: argparse.ArgumentParser) -> None:
     """``-i/--inventory`` (default: env CR_INVENTORY) and ``--vault-password-file``."""
-    parser.add_argument("-i", "--inventory", default=os.environ.get("CR_INVENTORY"),
+    config = runtime()
+    parser.add_argument("-i", "--inventory", default=config.inventory,
                         help="inventory file or directory (default: $CR_INVENTORY)")
-    parser.add_argument("--vault-password-file", default=os.environ.get("CR_VAULT_PASSWORD_FILE"),
+    parser.add_argument("--vault-password-file", default=config.vault_password_file,
                         help="file holding the vault password (default: $CR_VAULT_PASSWORD_FILE)")
 
 

@@ -10,13 +10,13 @@ those problems and is what Ansible itself will see when it runs our playbooks.
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
+from cr_orchestrator.config import child_environ
 from cr_orchestrator.errors import ConfigError
 from cr_orchestrator.inventory.values import VAULT_KEY, Locate, Problems, Where
 from cr_orchestrator.model import Secret
@@ -46,8 +46,8 @@ def run_ansible_inventory(inventory: Path, *, vault_password_file: Path | None =
     if vault_password_file is not None and not vault_password_file.is_file():
         raise ConfigError(f"{vault_password_file}: no such vault password file")
     cmd = ansible_inventory_command(inventory, vault_password_file=vault_password_file)
-    env = dict(os.environ, ANSIBLE_INVENTORY_UNPARSED_FAILED="True", ANSIBLE_NOCOLOR="1",
-               ANSIBLE_FORCE_COLOR="0", ANSIBLE_DEPRECATION_WARNINGS="False")
+    env = child_environ(ANSIBLE_INVENTORY_UNPARSED_FAILED="True", ANSIBLE_NOCOLOR="1",
+                        ANSIBLE_FORCE_COLOR="0", ANSIBLE_DEPRECATION_WARNINGS="False")
     # An empty working directory: no stray ./group_vars or ./ansible.cfg gets merged in.
     with tempfile.TemporaryDirectory(prefix="cr-inventory-") as cwd:
         try:

@@ -39,7 +39,7 @@ class RawInventory:
     parents: dict[str, set[str]] = field(default_factory=dict)
 
     @classmethod
-    def from_export(cls, data: dict) -> "RawInventory":
+    def from_export(cls, data: dict) -> RawInventory:
         """Read the JSON of ``ansible-inventory --list --export``."""
         meta = data.get("_meta", {}) or {}
         host_vars = {h: dict(v or {}) for h, v in (meta.get("hostvars") or {}).items()}
@@ -51,7 +51,7 @@ class RawInventory:
                             tuple(body.get("children") or ()))
             for host in shells[name][1]:
                 host_vars.setdefault(host, {})
-        for name, (_, _, children) in list(shells.items()):
+        for _, _, children in list(shells.values()):
             for child in children:
                 shells.setdefault(child, ({}, (), ()))
         parents: dict[str, set[str]] = {name: set() for name in shells}

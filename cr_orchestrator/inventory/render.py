@@ -26,7 +26,7 @@ class ClusterLive:
     lock: str | None = None  # who holds the cluster's topology lock
 
     @classmethod
-    def from_mapping(cls, data: Mapping) -> "ClusterLive":
+    def from_mapping(cls, data: Mapping) -> ClusterLive:
         """From one cluster's entry of :func:`cr_orchestrator.state.live_status`."""
         decision = data.get("last_decision") or None
         text = None

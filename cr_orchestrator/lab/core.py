@@ -46,7 +46,7 @@ class Lab:
 
     # --- construction -------------------------------------------------------------
     @classmethod
-    def load(cls, *, name: str) -> "Lab":
+    def load(cls, *, name: str) -> Lab:
         """The running lab NAME, from its lab.json (LabError if it is not up)."""
         validate_name(name)
         path = f"{LAB_ROOT}/{name}/lab.json"
@@ -61,7 +61,7 @@ class Lab:
 
     @classmethod
     def up(cls, *, name: str, base: str, secondaries: int = 1, windows: int = 0,
-           service_argv: list[str] | None = None) -> "Lab":
+           service_argv: list[str] | None = None) -> Lab:
         """Build lab NAME (idempotent when it is already up with the same plan)."""
         plan = plan_lab(name=name, base=base, secondaries=secondaries, windows=windows)
         netns.check_prerequisites()

@@ -51,13 +51,10 @@ class SshRun:
 
 
 def default_control_dir() -> Path:
-    """Where ControlMaster sockets live: per user and per lab (env CR_LAB_NAME)."""
-    explicit = os.environ.get("CR_SSH_CONTROL_DIR")
-    if explicit:
-        return Path(explicit)
-    scope = os.environ.get("CR_LAB_NAME") or "default"
-    # /tmp keeps the socket path well under the 108-byte limit of a unix socket.
-    return Path(tempfile.gettempdir()) / f"cr-ssh-{os.getuid()}" / scope
+    """Where ControlMaster sockets live: per user and per lab (config.RuntimeConfig)."""
+    from cr_orchestrator.config import runtime
+
+    return runtime().control_dir()
 
 
 def build_ssh_command(*, host: Host, control_dir: Path, connect_timeout_s: float,

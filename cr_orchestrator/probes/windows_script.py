@@ -32,7 +32,8 @@ $volumes = @(foreach ($path in @($crParams.paths)) {
     $root = [System.IO.Path]::GetPathRoot($path)
     try {
         $drive = New-Object System.IO.DriveInfo -ArgumentList $root
-        [pscustomobject]@{ path = $path; root = $root; free = $drive.AvailableFreeSpace; size = $drive.TotalSize; error = $null }
+        [pscustomobject]@{ path = $path; root = $root; free = $drive.AvailableFreeSpace;
+            size = $drive.TotalSize; error = $null }
     } catch {
         [pscustomobject]@{ path = $path; root = $root; free = $null; size = $null; error = $_.Exception.Message }
     }

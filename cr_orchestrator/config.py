@@ -1,0 +1,83 @@
+"""The orchestrator's runtime configuration: the one place that reads the environment.
+
+Every setting that comes from the environment is a field of :class:`RuntimeConfig`, a
+frozen value read by :func:`runtime` (fresh on each call: cheap, and a test or a parent
+process that changes the environment is seen). No other module reads ``os.environ``;
+child processes get theirs from :func:`child_environ`. (The lab and the simulator, in
+the test world, read their own.)
+
+========================  ==========================================  =====================
+variable                  meaning                                     default
+========================  ==========================================  =====================
+CR_REDIS_URL              the orchestrator's Redis                    redis://127.0.0.1:6379/0
+CR_PREFIX                 key prefix of every Redis key, queue, entry cr
+CR_INVENTORY              inventory for ``crctl`` and the worker      (none)
+CR_VAULT_PASSWORD_FILE    vault password file                         (none)
+CR_ARTIFACTS              where playbook run records go               /var/lib/cr-orchestrator/runs
+CR_SSH_CONTROL_DIR        ssh ControlMaster sockets                   $TMPDIR/cr-ssh-UID/SCOPE
+CR_LAB_NAME               lab scope of those sockets (lab runs only)  default
+ANSIBLE_HOST_KEY_CHECKING passed on to ansible-playbook               False
+========================  ==========================================  =====================
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+DEFAULT_PREFIX = "cr"
+DEFAULT_ARTIFACTS = "/var/lib/cr-orchestrator/runs"
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    redis_url: str = DEFAULT_REDIS_URL
+    prefix: str = DEFAULT_PREFIX
+    inventory: str | None = None
+    vault_password_file: str | None = None
+    artifacts_dir: Path = Path(DEFAULT_ARTIFACTS)
+    ssh_control_dir: Path | None = None  # None: per user and lab scope under $TMPDIR
+    lab_name: str | None = None
+    ansible_host_key_checking: str = "False"
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str]) -> RuntimeConfig:
+        def get(name: str) -> str | None:
+            return environ.get(name) or None
+
+        return cls(
+            redis_url=get("CR_REDIS_URL") or DEFAULT_REDIS_URL,
+            prefix=get("CR_PREFIX") or DEFAULT_PREFIX,
+            inventory=get("CR_INVENTORY"),
+            vault_password_file=get("CR_VAULT_PASSWORD_FILE"),
+            artifacts_dir=Path(get("CR_ARTIFACTS") or DEFAULT_ARTIFACTS),
+            ssh_control_dir=Path(d) if (d := get("CR_SSH_CONTROL_DIR")) else None,
+            lab_name=get("CR_LAB_NAME"),
+            ansible_host_key_checking=environ.get("ANSIBLE_HOST_KEY_CHECKING", "False"),
+        )
+
+    def control_dir(self) -> Path:
+        """Where ssh ControlMaster sockets live: per user and per lab. /tmp keeps the
+        socket path well under the 108-byte limit of a unix socket."""
+        if self.ssh_control_dir is not None:
+            return self.ssh_control_dir
+        return Path(tempfile.gettempdir()) / f"cr-ssh-{os.getuid()}" / (self.lab_name or "default")
+
+
+def runtime() -> RuntimeConfig:
+    """The configuration as the environment gives it now."""
+    return RuntimeConfig.from_environ(os.environ)
+
+
+def child_environ(**overrides: str) -> dict[str, str]:
+    """The environment for a child process: ours, with ``overrides``."""
+    return {**os.environ, **overrides}
+
+
+def search_path(first: Path) -> str:
+    """``PATH`` with ``first`` in front (our venv's tools before the system's)."""
+    return os.pathsep.join([str(first), os.environ.get("PATH", "")])
