@@ -26,7 +26,7 @@ from cr_orchestrator.celery_app import PLAYBOOK_TIMEOUT_S, SOFT_TIME_LIMIT_S, SY
 from cr_orchestrator.decide import Decision
 from cr_orchestrator.errors import CrError, StateError
 from cr_orchestrator.model import Cluster, Topology
-from cr_orchestrator.state import ClusterState, LockBusy
+from cr_orchestrator.state import ClusterState, EventKind, LockBusy
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +106,7 @@ def _play(env: Env, cluster: Cluster, playbook: str, *, limit: str | None, extra
         check=False, timeout_s=PLAYBOOK_TIMEOUT_S, on_event=None,
         cancel=lease.lost if lease is not None else None,
         vault_password_file=env.vault_password_file)
-    env.state.append_event(cluster=cluster.name, kind="playbook", at=env.clock(), data={
+    env.state.append_event(cluster=cluster.name, kind=EventKind.PLAYBOOK, at=env.clock(), data={
         "playbook": playbook, "limit": limit, "why": why, "ok": bool(result.ok),
         "status": str(result.status), "rc": result.rc,
         "refused": bool(getattr(result, "refused", False)),
@@ -178,7 +178,7 @@ def failover(env: Env, cluster: Cluster, *, to: str, expected_epoch: int, reason
                         "old_primary_down": old_primary_down, "reason": reason})
             env.state.record_failover(cluster.name, now)
             env.state.reset_restarts(cluster.name)
-            env.state.append_event(cluster=cluster.name, kind="promotion", at=now, data={
+            env.state.append_event(cluster=cluster.name, kind=EventKind.PROMOTION, at=now, data={
                 "kind": kind, "new_primary": to, "old_primary": old, "epoch": epoch,
                 "reason": reason})
             result = _move(env, cluster, "failover", new_primary=to, old_primary=old,
@@ -219,7 +219,7 @@ def resume(env: Env, cluster: Cluster, *, expected_epoch: int, reason: str) -> O
             raise StateError(f"no unfinished change of {cluster.name} at epoch "
                              f"{expected_epoch} to {primary} is journaled: nothing to resume")
         playbook = "switchover" if change.get("playbook") == "switchover" else "failover"
-        env.state.append_event(cluster=cluster.name, kind="resumed", at=env.clock(), data={
+        env.state.append_event(cluster=cluster.name, kind=EventKind.RESUMED, at=env.clock(), data={
             "kind": change["kind"], "new_primary": primary, "epoch": expected_epoch,
             "old_primary": change.get("old_primary"), "reason": reason})
         # a scheduled sync must not start while the primary role moves (see failover)
@@ -242,7 +242,7 @@ def adopt(env: Env, cluster: Cluster, *, host: str, epoch: int, expected_epoch: 
     with _lock(env, cluster):
         env.state.adopt(cluster=cluster.name, primary=host, epoch=epoch,
                         expected_epoch=expected_epoch)
-        env.state.append_event(cluster=cluster.name, kind="adopted", at=env.clock(), data={
+        env.state.append_event(cluster=cluster.name, kind=EventKind.ADOPTED, at=env.clock(), data={
             "primary": host, "epoch": epoch, "previous_epoch": expected_epoch,
             "reason": reason})
     return Outcome(True, f"{cluster.name}: {host} is primary at epoch {epoch}, as the hosts "
@@ -313,7 +313,7 @@ def sync_sets(env: Env, cluster: Cluster, *, sets: list[str] | None = None,
                               replica_set=rs.name, source=run_source, epoch=run_epoch,
                               store=_freshness_store(env), now=env.clock)
         for event in report.events():
-            env.state.append_event(cluster=cluster.name, kind=event.get("kind", "sync"),
+            env.state.append_event(cluster=cluster.name, kind=EventKind(event.get("kind", "sync")),
                                    at=report.ended_at, data=event)
         reports.append(report)
     return reports
@@ -410,7 +410,7 @@ def _promote_planned(env: Env, cluster: Cluster, *, old: str, to: str, reports: 
         cluster=cluster.name, new_primary=to, expected_epoch=expected_epoch, now=now,
         change={"kind": kind, "playbook": "switchover", "old_primary": old,
                 "old_primary_down": False, "reason": reason})
-    env.state.append_event(cluster=cluster.name, kind="promotion", at=now, data={
+    env.state.append_event(cluster=cluster.name, kind=EventKind.PROMOTION, at=now, data={
         "kind": kind, "new_primary": to, "old_primary": old, "epoch": epoch,
         "reason": reason})
     # The whole move at the new epoch: the old primary is demoted already (idempotent
@@ -435,7 +435,7 @@ def _undo(env: Env, cluster: Cluster, old: str, epoch: int, why: str, lease=None
                          lease=lease)
     tail = f"{old} serving again" if restored.ok else \
         f"and restarting {old} failed too: {restored.summary}"
-    env.state.append_event(cluster=cluster.name, kind="aborted", at=env.clock(),
+    env.state.append_event(cluster=cluster.name, kind=EventKind.ABORTED, at=env.clock(),
                            data={"reason": f"{why}; {tail}", "epoch": epoch})
     return Outcome(False, f"{why}; {tail}", epoch=epoch)
 

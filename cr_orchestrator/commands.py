@@ -21,6 +21,7 @@ from cr_orchestrator import flows
 from cr_orchestrator.decide import ineligibility, rank_targets
 from cr_orchestrator.errors import ConfigError, StateError
 from cr_orchestrator.health import Liveness
+from cr_orchestrator.state import EventKind
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,7 @@ def run_command(env: flows.Env, *, command: str, cluster: str, to: str | None = 
             and cmd is not Command.RESUME:
         if not force:
             raise StateError(_moved(env, cluster, cmd, seen, now_primary, now_epoch))
-        state.append_event(cluster=cluster, kind="operator", at=env.clock(), data={
+        state.append_event(cluster=cluster, kind=EventKind.OPERATOR, at=env.clock(), data={
             "command": cmd.value, "forced": True, "reason": (
                 f"operator {cmd.value} of {cluster} forced: issued when "
                 f"{seen.primary} was primary at epoch {seen.epoch}, carried out with "
@@ -71,7 +72,7 @@ def run_command(env: flows.Env, *, command: str, cluster: str, to: str | None = 
         state.set_paused(cluster, cmd is Command.PAUSE)
         word = "paused: no automatic action until resumed" if cmd is Command.PAUSE else \
             "resumed: automatic actions allowed again"
-        state.append_event(cluster=cluster, kind="operator", at=env.clock(),
+        state.append_event(cluster=cluster, kind=EventKind.OPERATOR, at=env.clock(),
                            data={"command": cmd.value, "reason": f"operator: {cluster} {word}"})
         return flows.Outcome(True, f"{cluster} {word}", epoch=epoch)
     if cmd is Command.ADOPT:
@@ -85,7 +86,7 @@ def run_command(env: flows.Env, *, command: str, cluster: str, to: str | None = 
         _refuse_when_the_primary_is_failing(snapshot, c, cmd)
     target = _choose(snapshot, c, to=to, command=cmd)
     reason = f"operator {cmd.value} of {cluster} from {primary} to {target}"
-    state.append_event(cluster=cluster, kind="operator", at=env.clock(),
+    state.append_event(cluster=cluster, kind=EventKind.OPERATOR, at=env.clock(),
                        data={"command": cmd.value, "target": target, "reason": reason})
     # the epoch the command was checked at: a change that lands meanwhile refuses it
     if cmd is Command.FAILOVER:
@@ -143,7 +144,7 @@ def _adopt(env: flows.Env, cluster, *, to: str | None) -> flows.Outcome:
     epoch = max([snapshot.epoch, *recorded])
     reason = (f"operator adopt of {cluster.name}: {to} is the primary at epoch {epoch} "
               f"(Redis said {snapshot.primary or 'nobody'} at epoch {snapshot.epoch})")
-    env.state.append_event(cluster=cluster.name, kind="operator", at=env.clock(),
+    env.state.append_event(cluster=cluster.name, kind=EventKind.OPERATOR, at=env.clock(),
                            data={"command": "adopt", "target": to, "reason": reason})
     return flows.adopt(env, cluster, host=to, epoch=epoch, expected_epoch=snapshot.epoch,
                        reason=reason)

@@ -32,7 +32,7 @@ from cr_orchestrator.errors import CrError
 from cr_orchestrator.health import Liveness
 from cr_orchestrator.model import Cluster, Platform
 from cr_orchestrator.snapshot import build_snapshot, interrupted_change, latest_records, member_lags
-from cr_orchestrator.state import LockBusy
+from cr_orchestrator.state import EventKind, LockBusy, LockKind
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +127,7 @@ def probe_round(env: Env, cluster_name: str) -> Outcome:
     # giving up at once: a round a little longer than the interval (a dead host costs the
     # whole probe timeout) would otherwise skip every other tick and double detection.
     try:
-        with env.state.lock(cluster=cluster.name, kind="round", wait_s=policy.probe_interval_s,
+        with env.state.lock(cluster=cluster.name, kind=LockKind.ROUND, wait_s=policy.probe_interval_s,
                             ttl_s=max(10.0, 3 * (policy.probe_interval_s + policy.probe_timeout_s))):
             busy_before = env.state.lock_holder(cluster.name)
             observed = observe(env, cluster)
@@ -211,7 +211,7 @@ def _dispatch(env: Env, cluster: Cluster, decision: Decision,
             return switchover(env, cluster, to=decision.target, expected_epoch=snapshot.epoch,
                               reason=decision.reason, kind="failback")
     except CrError as exc:
-        env.state.append_event(cluster=cluster.name, kind="error", at=env.clock(),
+        env.state.append_event(cluster=cluster.name, kind=EventKind.ERROR, at=env.clock(),
                                data={"action": decision.action.value, "reason": str(exc)})
         return Outcome(False, f"{decision.action.value} not done: {exc}", decision)
     return Outcome(True, decision.reason, decision, snapshot.epoch)

@@ -8,15 +8,26 @@ tested with recorded events.
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass, field
 from pathlib import Path
+
+
+class PlaybookStatus(enum.StrEnum):
+    """How a playbook run ended (the strings runner and the event log use)."""
+
+    SUCCESSFUL = "successful"
+    FAILED = "failed"
+    REFUSED = "refused"  # the epoch fence refused a stale order; nothing changed
+    TIMEOUT = "timeout"
+    CANCELED = "canceled"
 
 @dataclass(frozen=True)
 class PlaybookResult:
     """What one playbook run did, in values a caller can act on and a sentence to log."""
 
     ok: bool
-    status: str  # successful | failed | refused | timeout | canceled
+    status: PlaybookStatus
     rc: int
     duration_s: float
     changed: dict[str, int]  # host -> number of changed tasks
@@ -108,40 +119,40 @@ def summarize(*, record: RunRecord, playbook: str, runner_status: str, rc: int,
                                 stop_reason=stop_reason, timeout_s=timeout_s, failed=failed,
                                 dark=dark, processed=processed)
     tail = _changes(changed)
-    if unreachable and status == "successful":
+    if unreachable and status is PlaybookStatus.SUCCESSFUL:
         tail += (f"; {', '.join(unreachable)} did not answer and "
                  f"{'is' if len(unreachable) == 1 else 'are'} fenced by the epoch")
-    if status == "successful":
+    if status is PlaybookStatus.SUCCESSFUL:
         tail += "".join(f"; {host} was down and not contacted; fenced by epoch {epoch}"
                         for host, epoch in sorted(record.not_contacted.items()))
     summary = f"{sentence} in {duration_s:.1f} s ({tail})."
-    return PlaybookResult(ok=status == "successful", status=status, rc=rc,
+    return PlaybookResult(ok=status is PlaybookStatus.SUCCESSFUL, status=status, rc=rc,
                        duration_s=round(duration_s, 3), changed=changed, failed_hosts=failed,
                        unreachable_hosts=unreachable, artifact_dir=artifact_dir,
-                       summary=summary, refused=status == "refused", ident=ident,
+                       summary=summary, refused=status is PlaybookStatus.REFUSED, ident=ident,
                        not_contacted=tuple(sorted(record.not_contacted)))
 
 
 def _verdict(*, record: RunRecord, playbook: str, runner_status: str,
              stop_reason: str | None, timeout_s: float, failed: tuple, dark: set,
-             processed: dict) -> tuple[str, str]:
+             processed: dict) -> tuple[PlaybookStatus, str]:
     in_flight = (f" during task '{record.current_task}' on {', '.join(record.current_hosts)}"
                  if record.current_task and record.current_hosts else "")
     if stop_reason == "timeout":
-        return "timeout", f"{playbook} timed out after {timeout_s:g} s{in_flight} and was stopped"
+        return PlaybookStatus.TIMEOUT, f"{playbook} timed out after {timeout_s:g} s{in_flight} and was stopped"
     if stop_reason == "canceled":
-        return "canceled", f"{playbook} was cancelled{in_flight}"
+        return PlaybookStatus.CANCELED, f"{playbook} was cancelled{in_flight}"
     if record.refusal:
-        return "refused", f"{playbook} refused the order: {record.refusal.rstrip('.')}"
+        return PlaybookStatus.REFUSED, f"{playbook} refused the order: {record.refusal.rstrip('.')}"
     problems = [f"{h}: {m}" for h, m in sorted(record.failures.items())]
     problems += [f"{h} unreachable: {record.unreachable.get(h, '')}".rstrip(": ")
                  for h in sorted(dark) if h not in record.failures]
-    if problems or failed or runner_status not in ("successful",):
+    if problems or failed or runner_status != PlaybookStatus.SUCCESSFUL:
         detail = "; ".join(problems) or f"ansible-playbook ended with status {runner_status}"
-        return "failed", f"{playbook} failed ({detail})"
+        return PlaybookStatus.FAILED, f"{playbook} failed ({detail})"
     if record.stats is not None and not processed:
-        return "failed", f"{playbook} matched no host (check the host names and --limit)"
-    return "successful", f"{playbook} succeeded"
+        return PlaybookStatus.FAILED, f"{playbook} matched no host (check the host names and --limit)"
+    return PlaybookStatus.SUCCESSFUL, f"{playbook} succeeded"
 
 
 def _changes(changed: dict[str, int]) -> str:

@@ -166,6 +166,27 @@ def _alive(pid: int) -> bool:
     return True
 
 
+class EventKind(enum.StrEnum):
+    """The kinds of entries in a cluster's event stream (what ``crctl history`` shows)."""
+
+    DECISION = "decision"
+    PROMOTION = "promotion"
+    PLAYBOOK = "playbook"
+    SYNC = "sync"
+    SYNC_QUARANTINE = "sync.quarantine"
+    SYNC_PROBLEM = "sync.problem"
+    OPERATOR = "operator"
+    RESUMED = "resumed"  # a journaled change run again after its worker died
+    ADOPTED = "adopted"  # Redis took what the hosts recorded
+    ABORTED = "aborted"  # a planned change undone half-way
+    ERROR = "error"
+
+
+class LockKind(enum.StrEnum):
+    CLUSTER = "cluster"  # one topology change at a time
+    ROUND = "round"  # one probe round at a time
+
+
 class LockBusy(StateError):
     """A lock is held by someone else (its holder is in the message)."""
 
@@ -216,12 +237,12 @@ class ClusterState:
         return f"{base}:{part}" if part else base
 
     def lock_key(self, cluster: str, replica_set: str | None = None, *,
-                 kind: str = "cluster") -> str:
+                 kind: LockKind = LockKind.CLUSTER) -> str:
         """``kind``: ``cluster`` (topology changes) or ``round`` (one probe round at a
         time); a ``replica_set`` names that set's lock."""
         if replica_set is not None:
             return f"{self.prefix}:lock:set:{cluster}:{replica_set}"
-        return f"{self.prefix}:lock:{kind}:{cluster}"
+        return f"{self.prefix}:lock:{LockKind(kind).value}:{cluster}"
 
     # -- primary and epoch --------------------------------------------------------------
     def ensure(self, *, cluster: str, configured_primary: str) -> tuple[str, int]:
@@ -390,7 +411,7 @@ class ClusterState:
         if last and quiet and (last["action"], last["target"], last.get("situation")) \
                 == (action, target, situation):
             return False
-        self.append_event(cluster=cluster, kind="decision", at=now,
+        self.append_event(cluster=cluster, kind=EventKind.DECISION, at=now,
                           data={"action": action, "target": target, "reason": reason,
                                 "epoch": epoch, "situation": situation})
         return True
@@ -408,9 +429,10 @@ class ClusterState:
             raise StateError(f"malformed Redis state: {key}: {exc}") from exc
         return value
 
-    def append_event(self, *, cluster: str, kind: str, data: dict, at: float | None = None) -> str:
+    def append_event(self, *, cluster: str, kind: EventKind, data: dict,
+                     at: float | None = None) -> str:
         """Append one event (never a secret) to the cluster's stream; returns its id."""
-        fields = {"at": repr(time.time() if at is None else at), "kind": kind,
+        fields = {"at": repr(time.time() if at is None else at), "kind": EventKind(kind).value,
                   "data": dumps(data)}
         event_id = self.redis.xadd(self.key(cluster, "events"), fields,
                                    maxlen=EVENTS_MAXLEN, approximate=True)
@@ -433,7 +455,7 @@ class ClusterState:
     # -- locks --------------------------------------------------------------------------
     @contextlib.contextmanager
     def lock(self, *, cluster: str, replica_set: str | None = None, ttl_s: float = 30.0,
-             wait_s: float = 0.0, kind: str = "cluster") -> Iterator[Lease]:
+             wait_s: float = 0.0, kind: LockKind = LockKind.CLUSTER) -> Iterator[Lease]:
         """Hold the cluster (or replica-set, or round) lock as a lease: a thread extends
         it every quarter of ``ttl_s`` while held, so a holder that dies (a SIGKILLed
         worker) frees it within ``ttl_s``. If the lease cannot be extended (taken over,
@@ -449,7 +471,7 @@ class ClusterState:
         if not lock.acquire(blocking=wait_s > 0, token=token):
             holder = self.redis.get(key)
             what = (f"set {replica_set} of {cluster}" if replica_set else
-                    f"cluster {cluster}" if kind == "cluster" else f"{kind} of {cluster}")
+                    f"cluster {cluster}" if LockKind(kind) is LockKind.CLUSTER else f"{kind} of {cluster}")
             raise LockBusy(f"{what} is locked by {holder.decode() if holder else 'someone'}"
                              f" ({key}): another change is running")
         stop = threading.Event()

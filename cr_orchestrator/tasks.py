@@ -15,7 +15,7 @@ from cr_orchestrator import flows
 from cr_orchestrator.celery_app import app
 from cr_orchestrator.errors import CrError, StateError
 from cr_orchestrator.model import Topology
-from cr_orchestrator.state import connect
+from cr_orchestrator.state import EventKind, connect
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ def sync_set(cluster: str, replica_set: str, inventory_path: str) -> dict:
     except StateError as exc:  # the set (or a change) holds the lock: next run catches up
         return {"ok": True, "summary": str(exc)}
     except CrError as exc:  # refused (stale epoch, unknown set): nothing was copied
-        env.state.append_event(cluster=cluster, kind="error",
+        env.state.append_event(cluster=cluster, kind=EventKind.ERROR,
                                data={"action": "sync", "reason": str(exc)})
         return {"ok": False, "summary": str(exc)}
     ok = all(r.ok for r in reports)

@@ -95,7 +95,7 @@ def seen_of(args: argparse.Namespace, state) -> Seen:
 
 def run(args: argparse.Namespace) -> int:
     from cr_orchestrator.commands import run_command
-    from cr_orchestrator.state import ClusterState
+    from cr_orchestrator.state import ClusterState, EventKind
 
     command = args.command_name
     if command in ("pause", "resume") and not args.inventory:
@@ -104,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
         state.set_paused(args.cluster, paused)
         word = "paused: no automatic action until resumed" if paused else \
             "resumed: automatic actions allowed again"
-        state.append_event(cluster=args.cluster, kind="operator",
+        state.append_event(cluster=args.cluster, kind=EventKind.OPERATOR,
                            data={"command": command, "reason": f"operator: {args.cluster} {word}"})
         print(f"{args.cluster} {word}")
         return 0

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from cr_orchestrator.model import Cluster, ClientSwitch, Policy, ReplicaSet, Topology
+from cr_orchestrator.model import ClientSwitch, Cluster, FailbackMode, Policy, ReplicaSet, Topology
 
 
 @dataclass(frozen=True)
@@ -81,7 +81,7 @@ def describe_policy(policy: Policy) -> str:
 
 
 def describe_failback(policy: Policy) -> str:
-    if policy.failback.value == "auto":
+    if policy.failback is FailbackMode.AUTO:
         return f"auto (after {duration(policy.failback_min_healthy_s)} healthy and in sync)"
     return "manual"
 

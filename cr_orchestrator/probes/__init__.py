@@ -15,11 +15,13 @@ margin; a probe that overruns is reported UNREACHABLE, never waited for.
 
 from __future__ import annotations
 
+import enum
 import logging
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, wait
+from dataclasses import dataclass
 from pathlib import Path
 
 from cr_orchestrator.health import ORCHESTRATOR, Health, Observation
@@ -32,6 +34,28 @@ from cr_orchestrator.probes.protocol import CheckTarget
 log = logging.getLogger(__name__)
 
 ROUND_MARGIN_S = 1.0  # thread start-up and process reaping on a busy machine
+
+
+class JobKind(enum.Enum):
+    HOST_PROBE = "host probe"  # its failure says something about the host
+    CHECKS = "protocol checks"  # its failure says only that the looking failed
+    PEER = "peer checks"
+
+
+@dataclass(frozen=True)
+class Job:
+    """One piece of a round, run in the pool: what it is, about whom, from where."""
+
+    kind: JobKind
+    name: str  # for messages: "host probe of mail-a"
+    host: str  # the host its observations are about
+    vantage: str
+    run: Callable[[], list[Observation]]
+
+    @property
+    def subject(self) -> str:
+        """The subject of the observation a failed job becomes."""
+        return "host" if self.kind is JobKind.HOST_PROBE else "vantage"
 _POOL_LOCK = threading.Lock()
 _POOL: ThreadPoolExecutor | None = None
 
@@ -89,12 +113,11 @@ def probe_host(*, host: Host, cluster: Cluster, timeout_s: float, at: float,
                                       record_files=records)
 
 
-def _overrun(job: str, host: str, at: float, timeout_s: float, vantage: str) -> Observation:
+def _overrun(job: Job, at: float, timeout_s: float) -> Observation:
     # Only a host probe's overrun says something about the host; an overrun batch of
     # checks or a peer's session says only that the looking failed.
-    subject = "host" if job.startswith("host probe") else "vantage"
-    return Observation(host, vantage, subject, Health.UNREACHABLE, at, None,
-                       f"{job} did not finish within {timeout_s + ROUND_MARGIN_S:.1f}s")
+    return Observation(job.host, job.vantage, job.subject, Health.UNREACHABLE, at, None,
+                       f"{job.name} did not finish within {timeout_s + ROUND_MARGIN_S:.1f}s")
 
 
 def probe_cluster(*, topology: Topology, cluster: Cluster, primary: str, timeout_s: float,
@@ -121,46 +144,47 @@ def probe_cluster(*, topology: Topology, cluster: Cluster, primary: str, timeout
     for name in cluster.hosts():
         if name == primary or (only is not None and name not in only and primary not in only):
             continue
-        jobs.append((f"peer checks from {name}", primary, name,
-                     lambda p=topology.hosts[name]: peer_probe.probe_from_peer(
-                         peer=p, targets=peer_targets, timeout_s=timeout_s, at=at,
-                         control_dir=control_dir)))
+        jobs.append(Job(JobKind.PEER, f"peer checks from {name}", primary, name,
+                        lambda p=topology.hosts[name]: peer_probe.probe_from_peer(
+                            peer=p, targets=peer_targets, timeout_s=timeout_s, at=at,
+                            control_dir=control_dir)))
     return _run_jobs(jobs, at=at, timeout_s=timeout_s)
 
 
 def _host_and_check_jobs(topology, cluster, members, at, timeout_s, control_dir, extra_targets):
     """Jobs: one host probe per member, one batch of protocol checks for them all."""
-    jobs: list[tuple[str, str, str, Callable[[], list[Observation]]]] = []
+    jobs: list[Job] = []
     for name in members:
         host = topology.hosts[name]
-        jobs.append((f"host probe of {name}", name, ORCHESTRATOR,
-                     lambda host=host: probe_host(host=host, cluster=cluster, timeout_s=timeout_s,
-                                                  at=at, control_dir=control_dir)))
+        jobs.append(Job(JobKind.HOST_PROBE, f"host probe of {name}", name, ORCHESTRATOR,
+                        lambda host=host: probe_host(host=host, cluster=cluster,
+                                                     timeout_s=timeout_s, at=at,
+                                                     control_dir=control_dir)))
     targets = check_targets(topology=topology, cluster=cluster, hosts=members) + extra_targets
     if targets:
-        jobs.append(("protocol checks", targets[0].host, ORCHESTRATOR,
-                     lambda: protocol.run_checks(targets=targets, timeout_s=timeout_s, at=at)))
+        jobs.append(Job(JobKind.CHECKS, "protocol checks", targets[0].host, ORCHESTRATOR,
+                        lambda: protocol.run_checks(targets=targets, timeout_s=timeout_s, at=at)))
     return jobs
 
 
-def _run_jobs(jobs, *, at: float, timeout_s: float) -> list[Observation]:
+def _run_jobs(jobs: list[Job], *, at: float, timeout_s: float) -> list[Observation]:
     pool = _pool()
-    futures = {pool.submit(fn): (job, host, vantage) for job, host, vantage, fn in jobs}
+    futures = {pool.submit(job.run): job for job in jobs}
     # Cold SSH connections get more time (ssh_probe.COLD_ALLOWANCE_S); peers a session share.
     budget = timeout_s + ROUND_MARGIN_S + max(ssh_probe.COLD_ALLOWANCE_S,
                                               peer_probe.SESSION_ALLOWANCE_S)
     done, _ = wait(futures, timeout=budget)
     result: list[Observation] = []
-    for future, (job, host, vantage) in futures.items():
+    for future, job in futures.items():
         if future not in done:
-            log.warning("%s overran the round deadline", job)
-            result.append(_overrun(job, host, at, timeout_s, vantage))
+            log.warning("%s overran the round deadline", job.name)
+            result.append(_overrun(job, at, timeout_s))
             continue
         try:
             result.extend(future.result())
         except Exception as exc:  # noqa: BLE001 - a probe bug must not stop the round
-            log.exception("%s raised", job)
-            result.append(Observation(host, vantage, "host" if job.startswith("host probe")
-                                      else "vantage", Health.UNREACHABLE, at, None,
-                                      f"{job} failed: {type(exc).__name__}: {exc}"[:200]))
+            log.exception("%s raised", job.name)
+            result.append(Observation(job.host, job.vantage, job.subject, Health.UNREACHABLE,
+                                      at, None,
+                                      f"{job.name} failed: {type(exc).__name__}: {exc}"[:200]))
     return result

@@ -18,15 +18,14 @@ import logging
 import os
 import shlex
 import socket
-import signal
 import subprocess
-import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from cr_orchestrator.health import ORCHESTRATOR, Health, Observation
 from cr_orchestrator.model import Host, Service
+from cr_orchestrator.remote import ssh
+from cr_orchestrator.remote.ssh import SshRun
 
 log = logging.getLogger(__name__)
 
@@ -37,17 +36,6 @@ CONTROL_PERSIST_S = 60
 # A new connection (TCP, key exchange, auth, session) took 0.8-1.2 s on a loaded lab
 # machine, a multiplexed session 0.2-0.5 s: without a master the deadline gets this extra.
 COLD_ALLOWANCE_S = 2.0
-
-
-@dataclass(frozen=True)
-class SshRun:
-    """What one ssh run gave back (no secrets: the key path is never part of it)."""
-
-    rc: int | None  # None when killed at the deadline
-    stdout: str
-    stderr: str
-    duration_s: float
-    timed_out: bool
 
 
 def default_control_dir() -> Path:
@@ -168,41 +156,8 @@ def build_host_script(*, services: list[Service], data_paths: list[str],
 
 
 def run_ssh(*, argv: list[str], deadline_s: float, stdin: str = "") -> SshRun:
-    """Run ssh with a hard deadline; on expiry kill its whole process group."""
-    started = time.monotonic()
-    # stderr goes to a file: a ControlPersist master daemonises holding stderr, and a pipe
-    # would keep communicate() waiting for ControlPersist seconds.
-    with tempfile.TemporaryFile(mode="w+b") as err:
-        try:
-            proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                    stderr=err, start_new_session=True)
-        except OSError as exc:
-            return SshRun(None, "", f"cannot start ssh: {exc}", 0.0, False)
-        try:
-            out, _ = proc.communicate(stdin.encode(), timeout=deadline_s)
-            timed_out = False
-        except subprocess.TimeoutExpired:
-            _kill_group(proc)
-            out, timed_out = b"", True
-        err.seek(0)
-        stderr = err.read(4096).decode("utf-8", "replace")
-    return SshRun(None if timed_out else proc.returncode, out.decode("utf-8", "replace"),
-                  stderr, time.monotonic() - started, timed_out)
-
-
-def _kill_group(proc: subprocess.Popen) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    # wait(), not communicate(): a master that daemonised meanwhile may still hold stdout.
-    for stream in (proc.stdin, proc.stdout):
-        if stream is not None:
-            stream.close()
-    try:
-        proc.wait(timeout=2)
-    except subprocess.TimeoutExpired:
-        log.warning("ssh pid %d did not exit after SIGKILL", proc.pid)
+    """Run ssh with a hard deadline (the one transport: :func:`remote.ssh.run`)."""
+    return ssh.run(argv, deadline_s=deadline_s, stdin=stdin)
 
 
 def parse_report(text: str) -> dict:

@@ -11,25 +11,17 @@ from __future__ import annotations
 import math
 import os
 import shlex
-import signal
-import subprocess
 from dataclasses import dataclass
 
 from cr_orchestrator.errors import SyncError
 from cr_orchestrator.model import Host, Topology
+from cr_orchestrator.remote import ssh
+from cr_orchestrator.remote.ssh import SshRun
 from cr_orchestrator.sync import rsync
 from cr_orchestrator.sync.plan import SyncPlan, TargetPlan
 from cr_orchestrator.sync.snapshot import SnapshotCommands, SnapshotSpec, snapshot_commands
 
 KILL_GRACE_S = 10.0
-
-
-@dataclass(frozen=True)
-class Completed:
-    rc: int
-    stdout: str
-    stderr: str
-    timed_out: bool
 
 
 @dataclass(frozen=True)
@@ -43,7 +35,7 @@ class Outcome:
 
 
 def run_ssh(host: Host, command: str, *, deadline_s: float, stdin: str | None = None,
-            control_dir: str | None = None) -> Completed:
+            control_dir: str | None = None) -> SshRun:
     """Run ``command`` on ``host`` over ssh; never waits past the deadline (+grace)."""
     if host.ssh is None:
         raise SyncError(f"host {host.name} has no ssh settings: cannot run rsync there")
@@ -51,16 +43,7 @@ def run_ssh(host: Host, command: str, *, deadline_s: float, stdin: str | None = 
         os.makedirs(control_dir, mode=0o700, exist_ok=True)
     argv = rsync.outer_ssh_argv(ssh=host.ssh, address=host.management_address, command=command,
                                 control_dir=control_dir)
-    proc = subprocess.Popen(argv, stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
-    try:
-        out, err = proc.communicate(input=stdin, timeout=deadline_s + KILL_GRACE_S)
-        return Completed(proc.returncode, out, err, timed_out=False)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, err = proc.communicate()
-        return Completed(-9, out or "", err or "", timed_out=True)
+    return ssh.run(argv, deadline_s=deadline_s + KILL_GRACE_S, stdin=stdin)
 
 
 def _tail(text: str, lines: int = 3) -> str:
@@ -98,7 +81,7 @@ class LinuxBackend:
         self.source_root = self.snapshot.source_root if self.snapshot else plan.source_path
 
     def _ssh(self, host: Host, command: str, *, deadline_s: float,
-             stdin: str | None = None) -> Completed:
+             stdin: str | None = None) -> SshRun:
         return run_ssh(host, command, deadline_s=deadline_s, stdin=stdin,
                        control_dir=self.control_dir)
 
