@@ -30,6 +30,10 @@ from winrm.protocol import Protocol
 from cr_orchestrator import model
 
 FAULT_SHELL_NOT_FOUND = 2150858843
+WSMANFAULT_NS = "{http://schemas.microsoft.com/wbem/wsman/1/wsmanfault}"
+# The WS-Man operation behind each pywinrm call, to say which request Windows refused.
+_OPERATIONS = {"_open_shell": "Create", "run_command": "Command", "get_command_output_raw": "Receive",
+               "cleanup_command": "Signal", "close_shell": "Delete"}
 RECEIVE_WAIT_MAX_S = 5.0  # longest server-side wait per Receive; short so the deadline is checked often
 CLEANUP_BUDGET_S = 1.0  # time allowed after the deadline to Signal a command that overran
 
@@ -136,7 +140,7 @@ class WinRMShell:
                     pass
             self._reset()
 
-    def __enter__(self) -> "WinRMShell":
+    def __enter__(self) -> WinRMShell:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -194,21 +198,23 @@ class WinRMShell:
         except WinRMOperationTimeoutError:
             raise
         except Exception as e:  # noqa: BLE001 - mapped to a message below
-            raise self._map_error(e, deadline) from e
+            raise self._map_error(e, deadline, _OPERATIONS.get(getattr(fn, "__name__", ""), "request")) from e
 
-    def _map_error(self, e: Exception, deadline: float) -> _Failure:
+    def _map_error(self, e: Exception, deadline: float, operation: str = "request") -> _Failure:
         ep, user = self.endpoint, self.settings.user
         if isinstance(e, InvalidCredentialsError):
             return _Failure(f"authentication failed for user {user} at {ep}")
         if isinstance(e, WSManFaultError):
-            return _Failure(self._scrub(f"WS-Man fault {e.wsman_fault_code} from {ep}: {_short(e.reason or '')}"),
-                            reset=False)
+            # The shell stays usable: Windows refused one request, it did not drop the shell.
+            subcode = f" ({e.fault_subcode})" if e.fault_subcode else ""
+            return _Failure(self._scrub(f"WS-Man fault {e.wsman_fault_code}{subcode} from {ep} on {operation}: "
+                                        f"{_short(_fault_message(e), 300)}"), reset=False)
         if isinstance(e, WinRMTransportError):
             return _Failure(f"HTTP {e.code} from {ep}")
         if isinstance(e, requests.exceptions.SSLError):
             if "CERTIFICATE_VERIFY_FAILED" in str(e):
-                return _Failure(f"TLS certificate verification failed for {ep} "
-                                f"({_short(_ssl_reason(str(e)), 60)}); trust its CA or set server_cert_validation=ignore")
+                return _Failure(f"TLS certificate verification failed for {ep} ({_short(_ssl_reason(str(e)), 60)}); "
+                                "trust its CA or set server_cert_validation=ignore")
             return _Failure(f"TLS error with {ep}: {_short(_ssl_reason(str(e)), 80)}")
         if isinstance(e, requests.exceptions.ConnectTimeout):
             return _Failure(f"connection to {ep} timed out", timed_out=True)
@@ -220,7 +226,8 @@ class WinRMShell:
             return _Failure(f"cannot connect to {ep}: {_short(type(e.__context__ or e).__name__)}")
         if isinstance(e, WinRMError):
             return _Failure(self._scrub(f"WinRM error with {ep}: {_short(str(e))}"))
-        return _Failure(self._scrub(f"unexpected {type(e).__name__} with {ep}: {_short(str(e))}"))
+        detail = f": {_short(str(e))}" if str(e) else ""  # e.g. StopIteration on a reply pywinrm cannot read
+        return _Failure(self._scrub(f"unexpected {type(e).__name__} with {ep} on {operation}{detail}"))
 
     def _scrub(self, text: str) -> str:
         pw = self.settings.password.reveal() if self.settings.password is not None else ""
@@ -228,9 +235,12 @@ class WinRMShell:
 
     def _ensure_shell(self, deadline: float) -> str:
         if self._shell_id is None:
-            self._shell_id = self._call(deadline, lambda: self._protocol.open_shell(codepage=65001))
+            self._shell_id = self._call(deadline, self._open_shell)
             self.shells_opened += 1
         return self._shell_id
+
+    def _open_shell(self) -> str:
+        return self._protocol.open_shell(codepage=65001)
 
     def _start(self, command: str, args: list[str], deadline: float) -> tuple[str, str]:
         """Start the command; reopen the shell once if the server forgot it or dropped us."""
@@ -320,6 +330,19 @@ def _decode(data: bytes) -> str:
 def _short(text: str, limit: int = 160) -> str:
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _fault_message(e: WSManFaultError) -> str:
+    """What Windows said: the WSManFault's message (naming the shell plugin that raised it), else s:Reason."""
+    try:
+        message = ET.fromstring(e.response).find(f".//{WSMANFAULT_NS}WSManFault/{WSMANFAULT_NS}Message")
+    except (ET.ParseError, TypeError, ValueError):
+        message = None
+    text = " ".join("".join(message.itertext()).split()) if message is not None else ""
+    if not text:
+        return (e.reason or "").strip()
+    provider = message.find(f"{WSMANFAULT_NS}ProviderFault")
+    return f"{text} ({provider.get('provider')})" if provider is not None and provider.get("provider") else text
 
 
 def _ssl_reason(text: str) -> str:

@@ -49,7 +49,7 @@ def scan(directory: Path, run: str) -> list[Found]:
 
 
 @dataclass
-class Verdict:
+class MailVerdict:
     acknowledged: int
     on_primary: int
     in_quarantine: int
@@ -68,13 +68,13 @@ class Verdict:
 
 
 def judge(*, attempts: list[Attempt], on_primary: list[Found],
-          quarantined: list[Found]) -> Verdict:
+          quarantined: list[Found]) -> MailVerdict:
     """Pure: the verdict over a run's attempts and what was found where."""
     acked = [a for a in attempts if a.acknowledged]
     primary_seqs = Counter(f.seq for f in on_primary)
     quarantine_seqs = {f.seq for f in quarantined}
     missing = [a for a in acked if a.seq not in primary_seqs and a.seq not in quarantine_seqs]
-    return Verdict(
+    return MailVerdict(
         acknowledged=len(acked),
         on_primary=sum(1 for a in acked if a.seq in primary_seqs),
         in_quarantine=sum(1 for a in acked if a.seq not in primary_seqs

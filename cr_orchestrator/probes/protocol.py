@@ -39,7 +39,7 @@ ENCRYPT_NOT_SUP = 0x02
 
 
 @dataclass(frozen=True)
-class Verdict:
+class CheckVerdict:
     """What a protocol response means: a health, a reason when not OK, and details."""
 
     health: Health
@@ -104,55 +104,55 @@ def _first_line(data: bytes) -> str:
     return data.split(b"\n", 1)[0].rstrip(b"\r").decode("latin-1")[:200]
 
 
-def classify_smtp(data: bytes) -> Verdict:
+def classify_smtp(data: bytes) -> CheckVerdict:
     """SMTP greeting: 220 ready; 4xx (421 busy) not ready; 5xx (554) refuses service."""
     line = _first_line(data)
     code = line[:3]
     if not code.isdigit():
-        return Verdict(Health.UNREACHABLE, f"not an SMTP greeting: {line!r}")
+        return CheckVerdict(Health.UNREACHABLE, f"not an SMTP greeting: {line!r}")
     if code == "220":
-        return Verdict(Health.OK, detail={"greeting": line})
+        return CheckVerdict(Health.OK, detail={"greeting": line})
     if code.startswith("4"):
-        return Verdict(Health.DEGRADED, f"SMTP greeting {line!r} (temporarily not ready)")
+        return CheckVerdict(Health.DEGRADED, f"SMTP greeting {line!r} (temporarily not ready)")
     if code.startswith("5"):
-        return Verdict(Health.DOWN, f"SMTP greeting {line!r} (no service)")
-    return Verdict(Health.UNREACHABLE, f"unexpected SMTP greeting {line!r}")
+        return CheckVerdict(Health.DOWN, f"SMTP greeting {line!r} (no service)")
+    return CheckVerdict(Health.UNREACHABLE, f"unexpected SMTP greeting {line!r}")
 
 
-def classify_pop3(data: bytes) -> Verdict:
+def classify_pop3(data: bytes) -> CheckVerdict:
     """POP3 greeting: ``+OK`` ready, ``-ERR`` (e.g. [SYS/TEMP]) reachable but not ready."""
     line = _first_line(data)
     if line.startswith("+OK"):
-        return Verdict(Health.OK, detail={"greeting": line})
+        return CheckVerdict(Health.OK, detail={"greeting": line})
     if line.startswith("-ERR"):
-        return Verdict(Health.DEGRADED, f"POP3 greeting {line!r}")
-    return Verdict(Health.UNREACHABLE, f"not a POP3 greeting: {line!r}")
+        return CheckVerdict(Health.DEGRADED, f"POP3 greeting {line!r}")
+    return CheckVerdict(Health.UNREACHABLE, f"not a POP3 greeting: {line!r}")
 
 
-def classify_imap(data: bytes) -> Verdict:
+def classify_imap(data: bytes) -> CheckVerdict:
     """IMAP greeting: ``* OK``/``* PREAUTH`` ready, ``* BYE`` refusing for now."""
     line = _first_line(data)
     upper = line.upper()
     if upper.startswith("* OK") or upper.startswith("* PREAUTH"):
-        return Verdict(Health.OK, detail={"greeting": line})
+        return CheckVerdict(Health.OK, detail={"greeting": line})
     if upper.startswith("* BYE"):
-        return Verdict(Health.DEGRADED, f"IMAP greeting {line!r}")
-    return Verdict(Health.UNREACHABLE, f"not an IMAP greeting: {line!r}")
+        return CheckVerdict(Health.DEGRADED, f"IMAP greeting {line!r}")
+    return CheckVerdict(Health.UNREACHABLE, f"not an IMAP greeting: {line!r}")
 
 
-def classify_http(data: bytes, *, expect_status: int) -> Verdict:
+def classify_http(data: bytes, *, expect_status: int) -> CheckVerdict:
     """HTTP status line: the expected status is OK, 5xx not ready, any other status wrong."""
     line = _first_line(data)
     parts = line.split(" ", 2)
     if len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():
-        return Verdict(Health.UNREACHABLE, f"not an HTTP status line: {line!r}")
+        return CheckVerdict(Health.UNREACHABLE, f"not an HTTP status line: {line!r}")
     status = int(parts[1])
     detail = {"status": status}
     if status == expect_status:
-        return Verdict(Health.OK, detail=detail)
+        return CheckVerdict(Health.OK, detail=detail)
     if status >= 500:
-        return Verdict(Health.DEGRADED, f"HTTP {status}, expected {expect_status}", detail)
-    return Verdict(Health.DEGRADED, f"HTTP {status}, expected {expect_status}", detail)
+        return CheckVerdict(Health.DEGRADED, f"HTTP {status}, expected {expect_status}", detail)
+    return CheckVerdict(Health.DEGRADED, f"HTTP {status}, expected {expect_status}", detail)
 
 
 def parse_tds_response(data: bytes) -> dict:
@@ -181,21 +181,21 @@ def parse_tds_response(data: bytes) -> dict:
     return result
 
 
-def classify_tds(data: bytes) -> Verdict:
+def classify_tds(data: bytes) -> CheckVerdict:
     """A PRELOGIN answer (type 0x04) means the SQL Server network layer is serving."""
     try:
         info = parse_tds_response(data)
     except ValueError as exc:
-        return Verdict(Health.UNREACHABLE, f"not a TDS PRELOGIN response: {exc}")
-    return Verdict(Health.OK, detail=info)
+        return CheckVerdict(Health.UNREACHABLE, f"not a TDS PRELOGIN response: {exc}")
+    return CheckVerdict(Health.OK, detail=info)
 
 
-def classify(*, check: Check, data: bytes) -> Verdict:
+def classify(*, check: Check, data: bytes) -> CheckVerdict:
     """Judge the bytes a server sent for ``check`` (the same rules from every vantage)."""
     if check.kind is CheckKind.TCP:
-        return Verdict(Health.OK)
+        return CheckVerdict(Health.OK)
     if not data:
-        return Verdict(Health.UNREACHABLE, "connection closed without an answer")
+        return CheckVerdict(Health.UNREACHABLE, "connection closed without an answer")
     if check.kind is CheckKind.SMTP:
         return classify_smtp(data)
     if check.kind is CheckKind.POP3:
@@ -207,10 +207,10 @@ def classify(*, check: Check, data: bytes) -> Verdict:
     return classify_tds(data)
 
 
-def slow_verdict(*, verdict: Verdict, elapsed_s: float, slow_s: float) -> Verdict:
+def slow_verdict(*, verdict: CheckVerdict, elapsed_s: float, slow_s: float) -> CheckVerdict:
     """An OK answer that took longer than ``slow_s`` is reachable but not ready."""
     if verdict.health is Health.OK and elapsed_s > slow_s:
-        return Verdict(Health.DEGRADED, f"answered after {elapsed_s:.2f}s (slow above {slow_s:.2f}s)",
+        return CheckVerdict(Health.DEGRADED, f"answered after {elapsed_s:.2f}s (slow above {slow_s:.2f}s)",
                        verdict.detail)
     return verdict
 

@@ -56,7 +56,7 @@ def sync_replica_set(*, topology: Topology, cluster: str, replica_set: str, sour
         backend = LinuxBackend(topology=topology, plan=plan, run_id=run_id,
                                snapshot=linux_snapshot, inner_key_file=inner_key_file,
                                ssh_control_dir=ssh_control_dir, epoch=epoch)
-    run = _Run(plan=plan, epoch=epoch, store=store, now=now, progress=on_progress,
+    run = _SetRun(plan=plan, epoch=epoch, store=store, now=now, progress=on_progress,
                deadline_s=deadline, backend=backend)
     started = now()
     store.record_source_run(cluster=cluster, set_name=replica_set, host=source,
@@ -87,7 +87,7 @@ def _cleanup(backend, *, source: str) -> list[str]:
                 "snapshot or link may remain"]
 
 
-class _Run:
+class _SetRun:
     """The per-target work of one run (holds what every target thread shares)."""
 
     def __init__(self, *, plan: SyncPlan, epoch: int, store: FreshnessStore,

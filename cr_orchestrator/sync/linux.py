@@ -25,7 +25,7 @@ KILL_GRACE_S = 10.0
 
 
 @dataclass(frozen=True)
-class Outcome:
+class CopyOutcome:
     bytes: int | None
     files: int | None
     deleted: int | None
@@ -120,7 +120,7 @@ class LinuxBackend:
         argv = rsync.rsync_argv(self._job(target, dry_run=dry_run), inner_ssh=inner)
         return rsync.remote_command(argv, deadline_s=deadline_s)
 
-    def sync_target(self, target: TargetPlan, *, deadline_s: float) -> Outcome:
+    def sync_target(self, target: TargetPlan, *, deadline_s: float) -> CopyOutcome:
         command = self._command(target, dry_run=False, deadline_s=deadline_s)
         done = self._ssh(self.source_host, command, deadline_s=deadline_s)
         where = f"rsync {self.plan.source} → {target.host}:{target.path}"
@@ -134,7 +134,7 @@ class LinuxBackend:
         if stats.bytes_sent is None:
             detail += "; --stats output not found"
         kept, kept_dir = rsync.parse_quarantined(done.stderr)
-        return Outcome(bytes=stats.bytes_sent, files=stats.files_transferred,
+        return CopyOutcome(bytes=stats.bytes_sent, files=stats.files_transferred,
                        deleted=stats.files_deleted, detail=detail, kept=kept,
                        kept_dir=kept_dir)
 

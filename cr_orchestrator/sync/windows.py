@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from cr_orchestrator.errors import SyncError
 from cr_orchestrator.model import Host, Topology
 from cr_orchestrator.sync import robocopy_script as rs
-from cr_orchestrator.sync.linux import Outcome
+from cr_orchestrator.sync.linux import CopyOutcome
 from cr_orchestrator.sync.plan import SyncPlan, TargetPlan
 from cr_orchestrator.sync.robocopy_log import parse_robocopy
 
@@ -50,7 +50,7 @@ def _tail(text: str, lines: int = 3) -> str:
 
 
 @dataclass(frozen=True)
-class _Run:
+class _WinRMRun:
     rc: int
     stdout: str
     stderr: str
@@ -75,7 +75,7 @@ class WindowsBackend:
         self.options = options or rs.RobocopyOptions(
             bandwidth_limit_kbps=s.bandwidth_limit_kbps, excludes=s.excludes)
 
-    def _run(self, host_name: str, script: str, *, deadline_s: float) -> _Run:
+    def _run(self, host_name: str, script: str, *, deadline_s: float) -> _WinRMRun:
         shell = self.factory(self.topology.hosts[host_name])
         try:
             r = shell.run_ps(script, deadline_s=deadline_s)
@@ -83,7 +83,7 @@ class WindowsBackend:
             close = getattr(shell, "close", None)
             if callable(close):
                 close()
-        return _Run(r.rc, r.stdout or "", r.stderr or "", bool(r.timed_out), r.error)
+        return _WinRMRun(r.rc, r.stdout or "", r.stderr or "", bool(r.timed_out), r.error)
 
     def prepare(self, *, deadline_s: float) -> None:
         if not self.plan.replica_set.vss:
@@ -123,7 +123,7 @@ class WindowsBackend:
         root = self.link if self.plan.replica_set.vss else self.volume.rstrip("\\")
         return f"{root}\\{self.relative}" if self.relative else root
 
-    def sync_target(self, target: TargetPlan, *, deadline_s: float) -> Outcome:
+    def sync_target(self, target: TargetPlan, *, deadline_s: float) -> CopyOutcome:
         destination = rs.unc_path(address=target.address, path=target.path)
         log = f"{rs.WORK_DIR}\\logs\\{self.plan.cluster}-{self.plan.replica_set.name}-{target.host}.log"
         script = rs.robocopy_script(source=self._source_dir(), destination=destination,
@@ -140,7 +140,7 @@ class WindowsBackend:
             raise SyncError(f"{where} failed: {parsed.status.reason}" + (f"; {errors}" if errors else ""))
         summary = parsed.summary
         detail = parsed.status.reason + (f"; {parsed.summary_problem}" if parsed.summary_problem else "")
-        return Outcome(bytes=summary.bytes.copied if summary else None,
+        return CopyOutcome(bytes=summary.bytes.copied if summary else None,
                        files=summary.files.copied if summary else None,
                        deleted=summary.files.extras if summary else None, detail=detail)
 

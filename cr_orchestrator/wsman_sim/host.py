@@ -30,7 +30,9 @@ class Reply:
     rc: int = 0
     delay_s: float = 0.0
     hang: bool = False
-    fault_code: int | None = None  # answer the Command with this WS-Man fault instead (e.g. 5: access denied)
+    # The command fails to start: the Command is answered with this fault code from the cmd shell
+    # plugin, as Windows does (e.g. 2147942402, "The system cannot find the file specified. ").
+    fault_code: int | None = None
     progress: str | bytes = ""  # printed at once (Receive says Running), before stdout after delay_s
     fault_reason: str = "Access is denied."
 
@@ -65,9 +67,13 @@ class HostState:
     garbage_output: bool = False  # the probe script prints garbage instead of JSON
     scripts: list = field(default_factory=list)  # [{"match": regex, "stdout", "stderr", "rc", "delay_s", "hang"}]
     files: dict = field(default_factory=dict)  # path -> text: the host's epoch and role records
+    # Like the recorded Windows Server 2008 R2: a Command sent with WINRS_SKIP_CMD_SHELL=True starts
+    # the program without cmd.exe, so one not named by its full path is not found (fault 2147942402).
+    # Off by default: pypsrp's tests note the option "only works on older hosts".
+    honour_skip_cmd_shell: bool = False
 
     @classmethod
-    def from_dict(cls, data: dict) -> "HostState":
+    def from_dict(cls, data: dict) -> HostState:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
@@ -142,7 +148,8 @@ def emulate_probe(state: HostState, params: dict, *, now: float) -> Reply:
         vol = state.volumes.get(root)
         if vol is None:
             volumes.append({"path": path, "root": root, "free": None, "size": None,
-                            "error": f"Could not find the drive '{root}'. The drive might not be ready or might not be mapped."})
+                            "error": f"Could not find the drive '{root}'. The drive might not be ready "
+                                     "or might not be mapped."})
         else:
             volumes.append({"path": path, "root": root, "free": vol["free"], "size": vol["size"], "error": None})
     doc = {"v": 1, "clock_ms": int((now + state.clock_offset_s) * 1000), "boot_s": int(state.boot_time),
@@ -154,6 +161,16 @@ def emulate_probe(state: HostState, params: dict, *, now: float) -> Reply:
                                 else re.sub(r"[^0-9A-Za-z .-]", "", state.files[path]).strip())
                           for key, path in zip(("epoch", "role"), records)}
     return Reply(stdout=json.dumps(doc, separators=(",", ":")) + "\n")
+
+
+_NOT_FOUND = Reply(fault_code=soap.FAULT_FILE_NOT_FOUND, fault_reason="The system cannot find the file specified. ")
+
+
+def _started_without_cmd(req: soap.Request, state: HostState) -> bool:
+    """True when the host would start a bare program name without cmd.exe, which cannot find it."""
+    skip = (req.options.get("WINRS_SKIP_CMD_SHELL") or "").strip().lower() == "true"
+    full_path = re.match(r"^([A-Za-z]:\\|\\\\)", req.command or "")
+    return state.honour_skip_cmd_shell and skip and not full_path
 
 
 class SimHost:
@@ -256,21 +273,23 @@ class SimHost:
         call = ReceivedCommand(at=time.time(), shell_id=req.shell_id or "", command=req.command or "",
                                arguments=req.arguments, script=decode_powershell(req.command or "", req.arguments))
         self.commands.append(call)
-        reply = self._reply_for(call, state)
+        reply = _NOT_FOUND if _started_without_cmd(req, state) else self._reply_for(call, state)
         if reply.fault_code is not None:
-            return 500, soap.fault_response(req, code=reply.fault_code, subcode="w:InternalError",
-                                            reason=reply.fault_reason, machine=state.hostname)
+            return 500, soap.command_start_fault(req, code=reply.fault_code, reason=reply.fault_reason,
+                                                 machine=state.hostname)
         endless = reply.hang or state.hang_commands
         command_id = str(uuid.uuid4()).upper()
-        shell[command_id] = _Command(progress=_to_bytes(reply.progress), stdout=_to_bytes(reply.stdout), stderr=_to_bytes(reply.stderr), rc=reply.rc,
+        shell[command_id] = _Command(progress=_to_bytes(reply.progress), stdout=_to_bytes(reply.stdout),
+                                     stderr=_to_bytes(reply.stderr), rc=reply.rc,
                                      ready_at=float("inf") if endless else time.monotonic() + reply.delay_s)
         return 200, soap.command_response(req, command_id=command_id)
 
     def _receive(self, req: soap.Request, shell: dict, state: HostState) -> tuple[int, str]:
-        cmd = shell.get(req.command_id or "")
+        if req.command_id is None:  # e.g. polling a process that was never started
+            return 500, soap.invalid_parameter_fault(req, machine=state.hostname)
+        cmd = shell.get(req.command_id)
         if cmd is None:
-            return 500, soap.fault_response(req, code=soap.FAULT_INVALID_SELECTORS, subcode="w:InvalidSelectors",
-                                            reason="The command was not found.", machine=state.hostname)
+            return 500, soap.command_not_found_fault(req, machine=state.hostname)
         wait = cmd.ready_at - time.monotonic()
         if wait > 0 and cmd.progress:
             progress, cmd.progress = cmd.progress, b""

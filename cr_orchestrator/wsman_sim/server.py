@@ -39,7 +39,7 @@ def make_self_signed_cert(directory: str, *, hostnames: Sequence[str], addresses
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostnames[0] if hostnames else "wsman-sim")])
     alt = [x509.DNSName(h) for h in hostnames] + [x509.IPAddress(ipaddress.ip_address(a)) for a in addresses]
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     cert = (
         x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
         .serial_number(x509.random_serial_number())
@@ -61,7 +61,7 @@ def make_self_signed_cert(directory: str, *, hostnames: Sequence[str], addresses
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive: NTLM authenticates the connection
     disable_nagle_algorithm = True  # headers and body go out in separate writes: no 40 ms delayed-ACK stall
-    server: "_Server"
+    server: _Server
 
     def setup(self) -> None:
         super().setup()
@@ -152,7 +152,7 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
     allow_reuse_address = True
-    sim: "WsmanSim"
+    sim: WsmanSim
 
     def handle_error(self, request: object, client_address: object) -> None:
         # Clients that reject our self-signed certificate or hang up are expected; stay quiet.
@@ -227,7 +227,7 @@ class WsmanSim:
         return float(self.host.state.reply_delay_s) if self.engine is self.host else 0.0
 
     # -- running ------------------------------------------------------------------------
-    def start(self) -> "WsmanSim":
+    def start(self) -> WsmanSim:
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1},
                                         name=f"wsman-sim:{self.port}", daemon=True)
         self._thread.start()
@@ -247,7 +247,7 @@ class WsmanSim:
             self._ntlm_users.close()
         self._tmpdir.cleanup()
 
-    def __enter__(self) -> "WsmanSim":
+    def __enter__(self) -> WsmanSim:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -31,6 +31,7 @@ ACTION_COMMAND = f"{SHELL_URI}/Command"
 ACTION_RECEIVE = f"{SHELL_URI}/Receive"
 ACTION_SIGNAL = f"{SHELL_URI}/Signal"
 ACTION_SEND = f"{SHELL_URI}/Send"
+ACTION_FAULT = "http://schemas.dmtf.org/wbem/wsman/1/wsman/fault"
 STATE_DONE = f"{SHELL_URI}/CommandState/Done"
 STATE_RUNNING = f"{SHELL_URI}/CommandState/Running"
 ANONYMOUS = "http://schemas.xmlsoap.org/ws/2004/08/addressing/role/anonymous"
@@ -197,10 +198,11 @@ def delete_response(req: Request) -> str:
 
 
 def fault_response(req: Request | None, *, code: int, subcode: str, reason: str, machine: str = "localhost",
-                   sender: bool = False, detail: str | None = None,
+                   message: str | None = None, sender: bool = False, detail: str | None = None,
                    provider: tuple[str, str] | None = None) -> str:
     """A SOAP 1.2 fault shaped like Windows' (sent with HTTP 500).
 
+    ``message``: the ``f:Message`` text when Windows words it differently from ``reason``.
     ``sender``: the request was wrong (``s:Sender``), else the service failed (``s:Receiver``).
     ``detail``: the ``w:FaultDetail`` URI's last part (e.g. ``InvalidValue``), when Windows adds one.
     ``provider``: (name, path) of the shell plugin that raised it; Windows then wraps the message
@@ -209,18 +211,18 @@ def fault_response(req: Request | None, *, code: int, subcode: str, reason: str,
     value = "s:Sender" if sender else "s:Receiver"
     fault_detail = (f"<w:FaultDetail>http://schemas.dmtf.org/wbem/wsman/1/wsman/faultDetail/{detail}</w:FaultDetail>"
                     if detail else "")
-    message = escape(reason)
+    text = escape(reason if message is None else message)
     if provider is not None:
-        message = (f"<f:ProviderFault provider={quoteattr(provider[0])} path={quoteattr(provider[1])}>"
-                   f"{message}</f:ProviderFault>")
+        text = (f"<f:ProviderFault provider={quoteattr(provider[0])} path={quoteattr(provider[1])}>"
+                f"{text}</f:ProviderFault>")
     body = (
         f'<s:Fault><s:Code><s:Value>{value}</s:Value><s:Subcode><s:Value>{escape(subcode)}</s:Value>'
         f'</s:Subcode></s:Code><s:Reason><s:Text xml:lang="en-US">{escape(reason)}</s:Text></s:Reason>'
         f'<s:Detail>{fault_detail}<f:WSManFault xmlns:f="{NS["f"]}" Code="{code}" Machine={quoteattr(machine)}>'
-        f"<f:Message>{message}</f:Message></f:WSManFault></s:Detail></s:Fault>"
+        f"<f:Message>{text}</f:Message></f:WSManFault></s:Detail></s:Fault>"
     )
     relates = req.message_id if req else "uuid:00000000-0000-0000-0000-000000000000"
-    return _envelope("http://schemas.dmtf.org/wbem/wsman/1/wsman/fault", relates, body, prefixes=_FAULT)
+    return _envelope(ACTION_FAULT, relates, body, prefixes=_FAULT)
 
 
 # Windows' wording below is copied from the recordings, trailing space included.
@@ -232,13 +234,10 @@ def command_not_found_fault(req: Request, *, machine: str) -> str:
         detail="UnexpectedSelectors",
         reason="The WS-Management service cannot process the request because the request contained invalid "
                "selectors for the resource. ",
-    ).replace(
-        # Windows' f:Message here is more specific than its s:Reason.
-        "<f:Message>The WS-Management service cannot process the request because the request contained invalid "
-        "selectors for the resource. </f:Message>",
-        "<f:Message>The Windows Remote Shell received a request to perform an operation on a command identifier "
-        "that does not exist. Either the command has completed execution or the client specified an invalid "
-        "command identifier. </f:Message>")
+        message="The Windows Remote Shell received a request to perform an operation on a command identifier "
+                "that does not exist. Either the command has completed execution or the client specified an "
+                "invalid command identifier. ",
+    )
 
 
 def invalid_parameter_fault(req: Request, *, machine: str) -> str:

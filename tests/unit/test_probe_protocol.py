@@ -9,7 +9,7 @@ import pytest
 from cr_orchestrator.health import Health
 from cr_orchestrator.model import Check, CheckKind
 from cr_orchestrator.probes.protocol import (build_prelogin, classify, parse_tds_response,
-                                             request_bytes, slow_verdict, subject_of, Verdict)
+                                             request_bytes, slow_verdict, subject_of, CheckVerdict)
 
 SMTP, POP3, IMAP = Check(CheckKind.SMTP, 25), Check(CheckKind.POP3, 110), Check(CheckKind.IMAP, 143)
 HTTP = Check(CheckKind.HTTP, 80, path="/health", expect_status=204)
@@ -88,10 +88,10 @@ def test_http_request_names_host_and_closes():
 
 
 def test_slow_ok_becomes_degraded_but_failures_stay():
-    ok = Verdict(Health.OK)
+    ok = CheckVerdict(Health.OK)
     assert slow_verdict(verdict=ok, elapsed_s=0.9, slow_s=0.5).health is Health.DEGRADED
     assert slow_verdict(verdict=ok, elapsed_s=0.1, slow_s=0.5).health is Health.OK
-    down = Verdict(Health.DOWN, "554")
+    down = CheckVerdict(Health.DOWN, "554")
     assert slow_verdict(verdict=down, elapsed_s=0.9, slow_s=0.5) == down
 
 

@@ -13,8 +13,9 @@ from winrm.exceptions import WinRMOperationTimeoutError, WinRMTransportError, WS
 from winrm.protocol import Protocol
 
 from cr_orchestrator.winrm_shell import clean_clixml
-from cr_orchestrator.wsman_sim import HostState, decode_powershell
+from cr_orchestrator.wsman_sim import HostState, Reply, decode_powershell
 from cr_orchestrator.wsman_sim import auth, soap
+from cr_orchestrator.wsman_sim.host import SimHost
 
 
 def ps_command(script: str, prefix: str = "powershell -encodedcommand") -> str:
@@ -24,7 +25,8 @@ def ps_command(script: str, prefix: str = "powershell -encodedcommand") -> str:
 @pytest.mark.parametrize("command", [
     ps_command("Get-Service 'MDaemon' | ConvertTo-Json"),  # what winrm.Session.run_ps sends
     ps_command("Get-Service 'MDaemon' | ConvertTo-Json", "powershell -NoProfile -NonInteractive -EncodedCommand"),
-    ps_command("Get-Service 'MDaemon' | ConvertTo-Json", "C:\\Windows\\System32\\WindowsPowerShell\\v1.0\\powershell.exe -e"),
+    ps_command("Get-Service 'MDaemon' | ConvertTo-Json",
+               "C:\\Windows\\System32\\WindowsPowerShell\\v1.0\\powershell.exe -e"),
 ])
 def test_decode_powershell_encodedcommand(command):
     assert decode_powershell(command, ()) == "Get-Service 'MDaemon' | ConvertTo-Json"
@@ -97,6 +99,46 @@ def test_pywinrm_reads_our_faults():
         answering(gone, 500).run_command("S", "x")
     assert info.value.wsman_fault_code == soap.FAULT_SHELL_NOT_FOUND
     assert "shell was not found" in info.value.reason
+
+
+@pytest.mark.parametrize("fault, code, subcode, value", [
+    (soap.command_not_found_fault, 2150858843, "w:InvalidSelectors", "s:Sender"),
+    (soap.invalid_parameter_fault, 87, "w:InvalidParameter", "s:Sender"),
+])
+def test_pywinrm_reads_our_receive_faults(fault, code, subcode, value):
+    with pytest.raises(WSManFaultError) as info:
+        answering(fault(REQ, machine="WIN1"), 500).get_command_output_raw("S", "C")
+    assert (info.value.wsman_fault_code, info.value.fault_subcode, info.value.fault_code) == (code, subcode, value)
+
+
+def test_create_echoes_working_directory_and_idle_timeout():
+    create = pywinrm_request(lambda p: p.open_shell(working_directory="C:\\Windows", idle_timeout="PT60S"))
+    assert (create.working_directory, create.idle_timeout_s) == ("C:\\Windows", 60.0)
+    reply = soap.create_response(create, shell_id="S1", endpoint="http://h/wsman", owner="u", client_ip="1.2.3.4")
+    assert ("<rsp:WorkingDirectory>C:\\Windows</rsp:WorkingDirectory>"
+            "<rsp:IdleTimeOut>PT60.000S</rsp:IdleTimeOut>") in reply
+    default = soap.create_response(pywinrm_request(lambda p: p.open_shell()), shell_id="S1", endpoint="http://h/wsman",
+                                   owner="u", client_ip="1.2.3.4")
+    assert "WorkingDirectory" not in default and "<rsp:IdleTimeOut>PT7200.000S</rsp:IdleTimeOut>" in default
+
+
+def command_status(host: SimHost, command: str, *, skip_cmd_shell: bool) -> int:
+    """The HTTP status the host answers a Command with, in a fresh shell."""
+    created = host.handle(pywinrm_request(lambda p: p.open_shell()), endpoint="e", user="u", client_ip="c")[1]
+    shell_id = created.split("<rsp:ShellId>")[1].split("<")[0]
+    req = pywinrm_request(lambda p: p.run_command(shell_id, command, ["Write-Host", "hi"],
+                                                  skip_cmd_shell=skip_cmd_shell))
+    return host.handle(req, endpoint="e", user="u", client_ip="c")[0]
+
+
+def test_skip_cmd_shell_needs_a_full_path_only_where_windows_honours_it():
+    host = SimHost(HostState(honour_skip_cmd_shell=True))
+    host.register(".*", Reply(stdout="hi\n"))
+    assert command_status(host, "powershell.exe", skip_cmd_shell=True) == 500  # not searched on PATH
+    assert command_status(host, "C:\\Windows\\system32\\WindowsPowerShell\\v1.0\\powershell.exe",
+                          skip_cmd_shell=True) == 200
+    assert command_status(host, "powershell.exe", skip_cmd_shell=False) == 200  # cmd.exe finds it
+    assert command_status(SimHost(HostState()), "powershell.exe", skip_cmd_shell=True) == 200  # option ignored
 
 
 def test_host_state_rejects_unknown_keys():
