@@ -2,7 +2,7 @@
 
 For each timing profile of cr-orchestrator, and for keepalived moving the same shared IP
 in the same lab, crash the current primary N times and measure, from the client
-namespace (cr_orchestrator.clientwatch, a sample every 0.1 s), the time from the last
+namespace (cr_orchestrator.testworld.clientwatch, a sample every 0.1 s), the time from the last
 SMTP greeting through the shared IP before the crash to the first one after it.
 
     sudo .venv/bin/python bench/failover_bench.py --trials 5
@@ -31,8 +31,8 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from cr_orchestrator.clientwatch import WatchProcess, wait_until  # noqa: E402
-from cr_orchestrator.lab import Lab  # noqa: E402
+from cr_orchestrator.testworld.clientwatch import WatchProcess, wait_until  # noqa: E402
+from cr_orchestrator.testworld.lab import Lab  # noqa: E402
 
 LAB_NAME, LAB_BASE = "fbn", "198.18.144.0/20"
 # Every trial is a failover: lift the failover budget (2 per hour by default), nothing else.
@@ -73,7 +73,7 @@ def profile_inventory(lab: Lab, policy: dict | None, workdir: Path) -> str:
 
 
 def bench_orchestrator(lab: Lab, profile: str, trials: int, workdir: Path) -> list[float]:
-    from cr_orchestrator.state import ClusterState, connect
+    from cr_orchestrator.state.cluster import ClusterState, connect
 
     prefix = f"crbench-{uuid.uuid4().hex[:6]}"
     redis_client = connect()

@@ -23,7 +23,7 @@ import threading
 import time
 
 from cr_orchestrator.model import Check, CheckKind
-from cr_orchestrator.probes import probe_cluster, protocol, ssh_probe
+from cr_orchestrator.observe.round import probe_cluster, protocol, linux_host
 
 
 def bench_rounds(inventory: str, rounds: int) -> None:
@@ -36,7 +36,7 @@ def bench_rounds(inventory: str, rounds: int) -> None:
         times, counts = [], []
         for _ in range(rounds if mode == "warm" else 3):
             if mode == "cold":
-                shutil.rmtree(ssh_probe.default_control_dir(), ignore_errors=True)
+                shutil.rmtree(linux_host.default_control_dir(), ignore_errors=True)
                 time.sleep(0.5)
             started = time.monotonic()
             obs = probe_cluster(topology=topology, cluster=cluster, primary=primary,

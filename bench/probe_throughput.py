@@ -36,7 +36,7 @@ NAIVE_CHECKS = {  # one PowerShell per check, each printing a little JSON
 
 def serve(n: int) -> None:
     """Child process: run n simulators, print their ports, serve until stdin closes."""
-    from cr_orchestrator.wsman_sim import HostState, Reply, WsmanSim
+    from cr_orchestrator.testworld.wsman_sim import HostState, Reply, WsmanSim
 
     sims = []
     for i in range(n):
@@ -98,9 +98,9 @@ def main() -> int:
     import winrm
 
     from cr_orchestrator import model
-    from cr_orchestrator.health import Health
-    from cr_orchestrator.probes.winrm_probe import probe_windows_host
-    from cr_orchestrator.winrm_shell import WinRMShellPool
+    from cr_orchestrator.observe.health import Health
+    from cr_orchestrator.observe.windows_host import probe_windows_host
+    from cr_orchestrator.remote.winrm import WinRMShellPool
 
     server = subprocess.Popen([sys.executable, __file__, "--serve", str(args.hosts)],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)

@@ -24,8 +24,8 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from cr_orchestrator.lab import Lab, lab_from_env
-from cr_orchestrator.playbook_runner import run_playbook
+from cr_orchestrator.testworld.lab import Lab, lab_from_env
+from cr_orchestrator.act.playbook_runner import run_playbook
 
 
 def epoch_records(lab) -> int:

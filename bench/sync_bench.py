@@ -43,11 +43,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cr_orchestrator.inventory import load_topology  # noqa: E402
-from cr_orchestrator.lab import Lab, lab_from_env  # noqa: E402
+from cr_orchestrator.testworld.lab import Lab, lab_from_env  # noqa: E402
 from cr_orchestrator.model import ReplicaSet, ReplicaTarget  # noqa: E402
-from cr_orchestrator.state import connect  # noqa: E402
-from cr_orchestrator.sync import FreshnessStore, sync_replica_set  # noqa: E402
-from cr_orchestrator.sync import rsync as rs  # noqa: E402
+from cr_orchestrator.state.cluster import connect  # noqa: E402
+from cr_orchestrator.act.sync import FreshnessStore, sync_replica_set  # noqa: E402
+from cr_orchestrator.act.sync import rsync as rs  # noqa: E402
 
 SRC = "/srv/crbench/src"
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"

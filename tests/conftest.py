@@ -1,6 +1,6 @@
 """Fixtures shared by every test package.
 
-``lab``: the namespace lab (cr_orchestrator.lab.Lab), brought up once per session.
+``lab``: the namespace lab (cr_orchestrator.testworld.lab.Lab), brought up once per session.
 Name and base from CR_LAB_NAME / CR_LAB_BASE (default crlab / 198.18.0.0/20); skipped
 when not root. Faults a test injects are healed after that test. The lab is torn down at
 the end of the session unless it was already up before (a developer's lab is left alone)
@@ -42,7 +42,7 @@ def lab():
     if os.geteuid() != 0:
         pytest.skip("the namespace lab needs root (network namespaces, bridges, mounts): "
                     "run the tests as root (CI does)")
-    from cr_orchestrator.lab import Lab, lab_from_env
+    from cr_orchestrator.testworld.lab import Lab, lab_from_env
 
     name, base = lab_from_env()
     already_up = os.path.exists(f"/var/lib/cr-lab/{name}/lab.json")

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from cr_orchestrator.commands import Seen
+    from cr_orchestrator.runtime.commands import Seen
 
 HELP = {
     "switchover": "planned change of primary: demote, final sync, promote (no data loss)",
@@ -39,13 +39,13 @@ def add_redis_options(parser: argparse.ArgumentParser) -> None:
 
 
 def redis_of(args: argparse.Namespace):
-    from cr_orchestrator.state import connect
+    from cr_orchestrator.state.cluster import connect
 
     return connect(args.redis_url)
 
 
 def prefix_of(args: argparse.Namespace) -> str:
-    from cr_orchestrator.config import runtime
+    from cr_orchestrator.runtime.config import runtime
 
     return args.prefix or runtime().prefix
 
@@ -79,7 +79,7 @@ def register(subparsers) -> None:
 
 def seen_of(args: argparse.Namespace, state) -> Seen:
     """What the operator saw: the flags, else the cluster as it is when issued."""
-    from cr_orchestrator.commands import Seen
+    from cr_orchestrator.runtime.commands import Seen
 
     primary = getattr(args, "seen_primary", None)
     epoch = getattr(args, "seen_epoch", None)
@@ -94,8 +94,8 @@ def seen_of(args: argparse.Namespace, state) -> Seen:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cr_orchestrator.commands import run_command
-    from cr_orchestrator.state import ClusterState, EventKind
+    from cr_orchestrator.runtime.commands import run_command
+    from cr_orchestrator.state.cluster import ClusterState, EventKind
 
     command = args.command_name
     if command in ("pause", "resume") and not args.inventory:
@@ -114,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
     seen = seen_of(args, ClusterState(redis_of(args), prefix_of(args)))
     if getattr(args, "queue", False):
         return _via_queue(args, command, inventory, seen)
-    from cr_orchestrator.flows import Env
+    from cr_orchestrator.runtime.cycle import Env
     from cr_orchestrator.inventory import load_topology
 
     env = Env(topology=load_topology(inventory, vault_password_file=args.vault_password_file),
@@ -126,8 +126,8 @@ def run(args: argparse.Namespace) -> int:
     print(outcome.summary, file=sys.stdout if outcome.ok else sys.stderr)
     if outcome.epoch is not None:
         # The schedule follows the primary to its site (a running `crctl run` reads it).
-        from cr_orchestrator.celery_app import make_app
-        from cr_orchestrator.schedule import follow_primaries
+        from cr_orchestrator.runtime.celery_app import make_app
+        from cr_orchestrator.runtime.schedule import follow_primaries
 
         follow_primaries(make_app(redis_url=args.redis_url, prefix=prefix_of(args)),
                          env.topology, inventory, redis_client=env.redis, prefix=env.prefix)
@@ -135,9 +135,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _via_queue(args: argparse.Namespace, command: str, inventory: str, seen) -> int:
-    from cr_orchestrator.celery_app import SOFT_TIME_LIMIT_S, make_app, site_queue
+    from cr_orchestrator.runtime.celery_app import SOFT_TIME_LIMIT_S, make_app, site_queue
     from cr_orchestrator.inventory import load_topology
-    from cr_orchestrator.state import ClusterState
+    from cr_orchestrator.state.cluster import ClusterState
 
     app = make_app(redis_url=args.redis_url, prefix=prefix_of(args))
     topology = load_topology(inventory, vault_password_file=args.vault_password_file)

@@ -19,6 +19,6 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cr_orchestrator.demo import DemoOptions, run_demo
+    from cr_orchestrator.testworld.demo import DemoOptions, run_demo
 
     return run_demo(DemoOptions(name=args.name, base=args.base, keep=args.keep))

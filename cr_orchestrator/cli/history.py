@@ -65,7 +65,7 @@ def format_event(event) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cr_orchestrator.state import ClusterState
+    from cr_orchestrator.state.cluster import ClusterState
 
     client = redis_of(args)
     prefix = prefix_of(args)

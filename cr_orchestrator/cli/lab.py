@@ -11,10 +11,10 @@ import json
 import shlex
 import time
 
-from cr_orchestrator.lab import FaultMode, Lab, lab_from_env
-from cr_orchestrator.lab.build import destroy
-from cr_orchestrator.lab.netns import check_prerequisites
-from cr_orchestrator.lab.plan import LAB_ROOT, validate_name
+from cr_orchestrator.testworld.lab import FaultMode, Lab, lab_from_env
+from cr_orchestrator.testworld.lab.build import destroy
+from cr_orchestrator.testworld.lab.netns import check_prerequisites
+from cr_orchestrator.testworld.lab.plan import LAB_ROOT, validate_name
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -32,7 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     up.add_argument("--secondaries", type=int, default=1,
                     help="site-a secondaries besides mail-a (default 1: mail-b)")
     up.add_argument("--windows", type=int, default=0,
-                    help="'Windows' hosts serving WS-Man (python -m cr_orchestrator.wsman_sim)")
+                    help="'Windows' hosts serving WS-Man (python -m cr_orchestrator.testworld.wsman_sim)")
     up.add_argument("--windows-command",
                     help="run this command as the Windows hosts' service instead (placeholders "
                          "{host} {address} {cluster_address} {hostdir} {data})")
@@ -95,7 +95,7 @@ def _recorded_base(name: str) -> str | None:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from cr_orchestrator.lab.report import format_status
+    from cr_orchestrator.testworld.lab.report import format_status
 
     check_prerequisites()
     st = Lab.load(name=args.name).status()

@@ -141,7 +141,7 @@ def print_recap(result, out=sys.stdout) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cr_orchestrator.playbook_runner import resolve_playbook, run_playbook
+    from cr_orchestrator.act.playbook_runner import resolve_playbook, run_playbook
 
     extravars = parse_extra_vars(args.extra_vars)
     resolve_playbook(args.name)  # fail fast with the list of known playbooks

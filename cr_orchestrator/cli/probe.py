@@ -12,10 +12,10 @@ import sys
 
 from cr_orchestrator.cli.validate import add_inventory_options, inventory_of
 from cr_orchestrator.errors import ConfigError
-from cr_orchestrator.health import Observation
+from cr_orchestrator.observe.health import Observation
 from cr_orchestrator.inventory import load_topology
 from cr_orchestrator.model import Topology
-from cr_orchestrator.probes import probe_cluster
+from cr_orchestrator.observe.round import probe_cluster
 
 COLUMNS = ("HOST", "VANTAGE", "SUBJECT", "HEALTH", "LATENCY", "ERROR")
 
@@ -86,8 +86,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _record(observations: list[Observation], prefix: str) -> None:
-    from cr_orchestrator.observations_store import ObservationStore
-    from cr_orchestrator.state import connect
+    from cr_orchestrator.observe.store import ObservationStore
+    from cr_orchestrator.state.cluster import connect
 
     count = ObservationStore(client=connect(), prefix=prefix).add(observations=observations)
     print(f"# stored {count} observations under {prefix}:obs:*", file=sys.stderr)

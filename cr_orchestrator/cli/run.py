@@ -61,7 +61,7 @@ class Child:
 def child_commands(*, queues: list[str], concurrency: int, loglevel: str, beat: bool,
                    node: str) -> list[Child]:
     """Pure: the command lines of the children (asserted exactly in tests)."""
-    celery = [sys.executable, "-m", "celery", "-A", "cr_orchestrator.celery_app"]
+    celery = [sys.executable, "-m", "celery", "-A", "cr_orchestrator.runtime.celery_app"]
     children = [Child("worker", celery + [
         "worker", "-Q", ",".join(queues), "-n", f"{node}@%h", "--concurrency",
         str(concurrency), "-O", "fair", "--loglevel", loglevel, "--without-gossip",
@@ -69,7 +69,7 @@ def child_commands(*, queues: list[str], concurrency: int, loglevel: str, beat: 
     if beat:
         children.append(Child("beat", celery + [
             # RedBeat, riding out a Redis restart (plain RedBeat exits on one)
-            "beat", "-S", "cr_orchestrator.schedule.RedisTolerantScheduler",
+            "beat", "-S", "cr_orchestrator.runtime.schedule.RedisTolerantScheduler",
             "--max-interval", "1", "--loglevel", loglevel]))
     return children
 
@@ -167,16 +167,16 @@ def _sites(topology, wanted: list[str] | None) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cr_orchestrator.celery_app import make_app, site_queue
+    from cr_orchestrator.runtime.celery_app import make_app, site_queue
     from cr_orchestrator.cli.control import prefix_of
     from cr_orchestrator.cli.validate import inventory_of
-    from cr_orchestrator.config import child_environ
+    from cr_orchestrator.runtime.config import child_environ
     from cr_orchestrator.inventory import load_topology
-    from cr_orchestrator.schedule import live_primaries, missing_entries, sync_schedule
+    from cr_orchestrator.runtime.schedule import live_primaries, missing_entries, sync_schedule
     from redis.exceptions import RedisError
 
-    from cr_orchestrator.state import connect, persistence_warning, release_dead_holders
-    from cr_orchestrator.tasks import inventory_signature
+    from cr_orchestrator.state.cluster import connect, persistence_warning, release_dead_holders
+    from cr_orchestrator.runtime.tasks import inventory_signature
 
     logging.basicConfig(level=args.loglevel.upper(), format="%(asctime)s crctl run: %(message)s")
     app = make_app(redis_url=args.redis_url, prefix=prefix_of(args))

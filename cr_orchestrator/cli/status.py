@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from cr_orchestrator.config import runtime
+from cr_orchestrator.runtime.config import runtime
 from cr_orchestrator.cli.validate import add_inventory_options, inventory_of
 from cr_orchestrator.errors import StateError
 from cr_orchestrator.inventory import load_topology, render_status
@@ -41,7 +41,7 @@ def read_live(topology: Topology, *, redis_url: str | None, prefix: str) -> tupl
     """Live state per cluster, or ``None`` and the reason it could not be read."""
     import redis
 
-    from cr_orchestrator.state import connect, live_status
+    from cr_orchestrator.state.cluster import connect, live_status
 
     try:
         return live_status(topology, connect(redis_url), prefix), ""

@@ -65,8 +65,8 @@ def _say(line: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from cr_orchestrator.inventory import load_topology
-    from cr_orchestrator.state import ClusterState
-    from cr_orchestrator.sync import FreshnessStore, sync_replica_set
+    from cr_orchestrator.state.cluster import ClusterState
+    from cr_orchestrator.act.sync import FreshnessStore, sync_replica_set
 
     topology = load_topology(inventory_of(args), vault_password_file=args.vault_password_file)
     try:

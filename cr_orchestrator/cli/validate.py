@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from cr_orchestrator.config import runtime
+from cr_orchestrator.runtime.config import runtime
 from cr_orchestrator.errors import ConfigError
 from cr_orchestrator.inventory import load_topology, render_summary
 

@@ -16,7 +16,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from cr_orchestrator.config import child_environ
+from cr_orchestrator.content import content_root
+from cr_orchestrator.runtime.config import child_environ
 from cr_orchestrator.errors import ConfigError
 from cr_orchestrator.inventory.values import VAULT_KEY, Locate, Problems, Where
 from cr_orchestrator.model import Secret
@@ -26,7 +27,7 @@ TIMEOUT_S = 60.0
 IGNORED_SUFFIXES = (".pyc", ".pyo", ".swp", ".bak", "~", ".rpm", ".md", ".txt", ".rst",
                     ".orig", ".ini", ".cfg", ".retry")
 VARS_SUFFIXES = ("", ".yml", ".yaml", ".json")
-ROLES_DIR = Path(__file__).resolve().parents[2] / "roles"  # the repository's roles/
+ROLES_DIR = content_root() / "roles"
 _SECRET_LINE = re.compile(r"password|passwd|secret|_pass\b|token|\$ANSIBLE_VAULT", re.I)
 
 

@@ -19,11 +19,11 @@ import pytest
 import redis
 import yaml
 
-from cr_orchestrator.clientwatch import read_samples, summarise
-from cr_orchestrator.state import ClusterState
-from cr_orchestrator.clientwatch import wait_until
+from cr_orchestrator.testworld.clientwatch import read_samples, summarise
+from cr_orchestrator.state.cluster import ClusterState
+from cr_orchestrator.testworld.clientwatch import wait_until
 from redis_dump import redis_text  # noqa: F401 - re-exported for the stories
-from cr_orchestrator.sync.freshness import FreshnessStore
+from cr_orchestrator.state.freshness import FreshnessStore
 
 REDIS_URL = os.environ.get("CR_REDIS_URL", "redis://127.0.0.1:6379/0")
 CRCTL = str(Path(sys.executable).with_name("crctl"))
@@ -193,12 +193,12 @@ def scenario_inventory(lab, directory: Path, *, policy: dict | None = None,
 
 
 class SplitBrainWatch:
-    """`python -m cr_orchestrator.clientwatch` in the client namespace for a whole story:
+    """`python -m cr_orchestrator.testworld.clientwatch` in the client namespace for a whole story:
     who answers ARP for the shared IP and which hosts greet SMTP on their own address."""
 
     def __init__(self, lab, out: Path, *, interval_s: float = 0.15) -> None:
         hosts = [f"--host={name}={a.public}" for name, a in sorted(lab.hosts.items())]
-        argv = [sys.executable, "-m", "cr_orchestrator.clientwatch", "--shared-ip",
+        argv = [sys.executable, "-m", "cr_orchestrator.testworld.clientwatch", "--shared-ip",
                 lab.shared_ip, *hosts, "--interval", str(interval_s), "--out", str(out),
                 "--duration", "1200"]
         self.out = out

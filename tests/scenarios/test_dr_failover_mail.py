@@ -19,8 +19,8 @@ from scenario_kit import (  # noqa: F401 - orchestrator is a fixture
     REDIS_URL, count_mail, orchestrator, resolve, send_mail, wait_for,
 )
 
-from cr_orchestrator.celery_app import make_app
-from cr_orchestrator.schedule import existing_entries
+from cr_orchestrator.runtime.celery_app import make_app
+from cr_orchestrator.runtime.schedule import existing_entries
 
 pytestmark = pytest.mark.lab
 

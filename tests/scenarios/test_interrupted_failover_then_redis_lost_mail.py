@@ -34,8 +34,8 @@ from scenario_kit import (  # noqa: F401 - fixtures
     running_orchestrator, scenario_inventory, shared_ip_holder, split_brain_watch, wait_for,
 )
 
-from cr_orchestrator.lab.mailcheck import judge, scan
-from cr_orchestrator.lab.mailload import read_attempts
+from cr_orchestrator.testworld.lab.mailcheck import judge, scan
+from cr_orchestrator.testworld.lab.mailload import read_attempts
 
 pytestmark = pytest.mark.lab
 
@@ -45,7 +45,7 @@ class Load:
 
     def __init__(self, lab, out: Path) -> None:
         self.out, self.run = out, uuid.uuid4().hex[:8]
-        argv = [sys.executable, "-m", "cr_orchestrator.lab.mailload", "--to", lab.shared_ip,
+        argv = [sys.executable, "-m", "cr_orchestrator.testworld.lab.mailload", "--to", lab.shared_ip,
                 "--every", "0.05", "--timeout", "1", "--run", self.run, "--out", str(out)]
         self.proc = subprocess.Popen(lab.host_argv("client", argv), stdout=subprocess.DEVNULL,
                                      stderr=open(out.with_suffix(".err"), "w"))

@@ -22,7 +22,7 @@ from scenario_kit import (  # noqa: F401 - fixtures
     shared_ip_holder, split_brain_watch, wait_for,
 )
 
-from cr_orchestrator.clientwatch import outage_around, read_samples
+from cr_orchestrator.testworld.clientwatch import outage_around, read_samples
 
 pytestmark = pytest.mark.lab
 

@@ -1,6 +1,6 @@
 """The client-seen outage and split-brain figures computed from watch samples."""
 
-from cr_orchestrator.clientwatch import summarise
+from cr_orchestrator.testworld.clientwatch import summarise
 
 
 def sample(t, serves, holders=("aa",), serving=("mail-a",)):
@@ -33,7 +33,7 @@ def test_two_arp_holders_or_two_serving_hosts_are_split_brain():
 
 
 def test_outage_around_a_crash_spans_last_answer_before_to_first_after():
-    from cr_orchestrator.clientwatch import outage_around
+    from cr_orchestrator.testworld.clientwatch import outage_around
 
     samples = [sample(0.0, True), sample(0.5, True), sample(0.6, False), sample(3.0, False),
                sample(3.4, True), sample(3.5, True)]
@@ -46,7 +46,7 @@ def test_samples_written_out_of_start_order_read_back_in_order(tmp_path):
     # after the quicker ones started later
     import json
 
-    from cr_orchestrator.clientwatch import read_samples
+    from cr_orchestrator.testworld.clientwatch import read_samples
 
     lines = [sample(0.2, True), sample(0.0, True), sample(0.3, True), sample(0.1, False)]
     path = tmp_path / "watch.jsonl"
@@ -56,7 +56,7 @@ def test_samples_written_out_of_start_order_read_back_in_order(tmp_path):
 
 
 def test_answers_just_after_the_crash_call_are_before_the_outage_not_its_end():
-    from cr_orchestrator.clientwatch import outage_around
+    from cr_orchestrator.testworld.clientwatch import outage_around
 
     # the crash was ordered at 1.0; a sample started at 1.05 still got its greeting
     samples = [sample(0.9, True), sample(1.05, True), sample(1.1, False), sample(2.0, False),

@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import pytest
 
-from cr_orchestrator.decide import (
+from cr_orchestrator.decide.rules import (
     Action,
     ClusterSnapshot,
     Interrupted,
@@ -15,8 +15,8 @@ from cr_orchestrator.decide import (
     rank_targets,
     with_member,
 )
-from cr_orchestrator.health import Liveness
-from cr_orchestrator.host_records import HostRecord, HostRole
+from cr_orchestrator.observe.health import Liveness
+from cr_orchestrator.state.host_records import HostRecord, HostRole
 from cr_orchestrator.model import FailbackMode, Policy, Role
 
 UP, DOWN, SUSPECT, UNKNOWN = Liveness.UP, Liveness.DOWN, Liveness.SUSPECT, Liveness.UNKNOWN

@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import replace
 
 from cr_orchestrator import model as m
-from cr_orchestrator.decide import Action, decide
-from cr_orchestrator.detector import assess
-from cr_orchestrator.health import ORCHESTRATOR, Health, Observation
-from cr_orchestrator.snapshot import build_snapshot, member_lags
-from cr_orchestrator.sync.freshness import Freshness
+from cr_orchestrator.decide.rules import Action, decide
+from cr_orchestrator.decide.detector import assess
+from cr_orchestrator.observe.health import ORCHESTRATOR, Health, Observation
+from cr_orchestrator.decide.snapshot import build_snapshot, member_lags
+from cr_orchestrator.state.freshness import Freshness
 
 SMTP = "check:smtp:25@{}"
 
@@ -135,7 +135,7 @@ def test_primary_serving_while_its_shared_ip_fails_is_reasserted():
 def test_records_in_the_host_probes_make_redis_adopt_the_promoted_host():
     """Redis lost its keys (seeded: mail-a at epoch 0) while mail-b serves; mail-b's
     probe reports "primary 5": the round adopts mail-b at epoch 5, never demotes it."""
-    from cr_orchestrator.snapshot import latest_records
+    from cr_orchestrator.decide.snapshot import latest_records
 
     c = cluster()
     records = {"mail-a": {"epoch": "5", "role": "secondary 5"},

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import pytest
 
-from cr_orchestrator.detector import assess, run_view, Sample
-from cr_orchestrator.health import ORCHESTRATOR, Health, Liveness, Observation
+from cr_orchestrator.decide.detector import assess, run_view, Sample
+from cr_orchestrator.observe.health import ORCHESTRATOR, Health, Liveness, Observation
 from cr_orchestrator.model import (Check, CheckKind, ClientSwitch, Cluster, Member, Policy, Role,
                                    Service)
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from cr_orchestrator.host_records import HostRecord, HostRole, parse_record, record_paths
-from cr_orchestrator.lab.mailcheck import Found, acceptor_switches, judge
-from cr_orchestrator.lab.mailload import Attempt
+from cr_orchestrator.state.host_records import HostRecord, HostRole, parse_record, record_paths
+from cr_orchestrator.testworld.lab.mailcheck import Found, acceptor_switches, judge
+from cr_orchestrator.testworld.lab.mailload import Attempt
 
 
 @pytest.mark.parametrize("epoch_text,role_text,expected", [

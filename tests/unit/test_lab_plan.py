@@ -7,8 +7,8 @@ import ipaddress
 import pytest
 
 from cr_orchestrator.errors import ConfigError
-from cr_orchestrator.lab.inventory import build_inventory
-from cr_orchestrator.lab.plan import plan_lab
+from cr_orchestrator.testworld.lab.inventory import build_inventory
+from cr_orchestrator.testworld.lab.plan import plan_lab
 
 
 @pytest.mark.parametrize("name", ["", "toolong", "1abc", "a-b", "AB"])

@@ -8,7 +8,7 @@ import pytest
 from cr_orchestrator.cli import main
 from cr_orchestrator.cli.playbook import ProgressPrinter, parse_extra_vars, print_recap
 from cr_orchestrator.errors import ConfigError
-from cr_orchestrator.playbook_events import PlaybookResult
+from cr_orchestrator.act.playbook_events import PlaybookResult
 
 
 def test_extra_vars_are_read_as_yaml_values(tmp_path):

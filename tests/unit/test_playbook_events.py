@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from cr_orchestrator.playbook_events import REFUSAL_PREFIX, RunRecord, summarize
+from cr_orchestrator.act.playbook_events import REFUSAL_PREFIX, RunRecord, summarize
 
 
 def ev(kind, **data):
@@ -121,7 +121,7 @@ def test_an_unreachable_loop_reports_the_items_message():
 
 
 def test_an_old_primary_known_down_is_reported_as_not_contacted_and_fenced():
-    from cr_orchestrator.playbook_events import NOT_CONTACTED_TASK
+    from cr_orchestrator.act.playbook_events import NOT_CONTACTED_TASK
 
     note = {"msg": {"not_contacted": "mail-a", "epoch": 12}}
     result = verdict([ev("runner_on_ok", host="mail-b", task=NOT_CONTACTED_TASK, res=note),

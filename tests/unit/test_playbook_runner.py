@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from cr_orchestrator import playbook_runner as pr
+from cr_orchestrator.act import playbook_runner as pr
 from cr_orchestrator.errors import ConfigError
 
 
@@ -63,7 +63,7 @@ def test_environment_points_at_our_config_and_roles():
 def test_playbooks_ride_on_the_probes_ssh_masters(monkeypatch, tmp_path):
     # same directory and the same %C name as the probes' ssh: the connection to a new
     # primary is already open when a failover starts
-    from cr_orchestrator.probes.ssh_probe import default_control_dir
+    from cr_orchestrator.observe.linux_host import default_control_dir
 
     monkeypatch.setenv("CR_SSH_CONTROL_DIR", str(tmp_path / "cp"))
     assert pr.ansible_env()["ANSIBLE_SSH_CONTROL_PATH_DIR"] == str(tmp_path / "cp")

@@ -1,7 +1,7 @@
 """The probe table is sorted and aligned; what an operator reads first comes first."""
 
 from cr_orchestrator.cli.probe import render_table
-from cr_orchestrator.health import Health, Observation
+from cr_orchestrator.observe.health import Health, Observation
 
 
 def test_table_sorts_orchestrator_first_and_shows_errors():

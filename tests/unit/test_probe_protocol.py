@@ -6,9 +6,9 @@ import struct
 
 import pytest
 
-from cr_orchestrator.health import Health
+from cr_orchestrator.observe.health import Health
 from cr_orchestrator.model import Check, CheckKind
-from cr_orchestrator.probes.protocol import (build_prelogin, classify, parse_tds_response,
+from cr_orchestrator.observe.protocol import (build_prelogin, classify, parse_tds_response,
                                              request_bytes, slow_verdict, subject_of, CheckVerdict)
 
 SMTP, POP3, IMAP = Check(CheckKind.SMTP, 25), Check(CheckKind.POP3, 110), Check(CheckKind.IMAP, 143)

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from cr_orchestrator.health import Health
+from cr_orchestrator.observe.health import Health
 from cr_orchestrator.model import (Check, CheckKind, Host, Platform, Service, ServiceControl,
                                    SshSettings)
-from cr_orchestrator.probes import peer, ssh_probe
-from cr_orchestrator.probes.protocol import CheckTarget, build_prelogin
+from cr_orchestrator.observe import peer, linux_host
+from cr_orchestrator.observe.protocol import CheckTarget, build_prelogin
 
 HOST = Host("mail-a", "site-a", Platform.LINUX, "198.18.1.11", "198.18.1.11", "198.18.0.11",
             ssh=SshSettings("root", 2222, "/keys/lab key", "-o StrictHostKeyChecking=no"))
@@ -22,7 +22,7 @@ UNIT = Service("postfix; rm -rf /", (Check(CheckKind.SMTP, 25),))
 
 
 def test_ssh_command_is_batch_multiplexed_and_bounded():
-    argv = ssh_probe.build_ssh_command(host=HOST, control_dir=Path("/tmp/cr-ssh-0/pr"),
+    argv = linux_host.build_ssh_command(host=HOST, control_dir=Path("/tmp/cr-ssh-0/pr"),
                                        connect_timeout_s=1.5, remote_command="sh -s")
     joined = " ".join(argv)
     for option in ("BatchMode=yes", "ConnectTimeout=2", "ControlMaster=auto",
@@ -37,12 +37,12 @@ def test_ssh_command_is_batch_multiplexed_and_bounded():
 def test_ssh_command_without_settings_is_refused():
     bare = Host("w", "s", Platform.WINDOWS, "a", "a", "a")
     with pytest.raises(ValueError, match="w has no SSH settings"):
-        ssh_probe.build_ssh_command(host=bare, control_dir=Path("/tmp"), connect_timeout_s=1,
+        linux_host.build_ssh_command(host=bare, control_dir=Path("/tmp"), connect_timeout_s=1,
                                     remote_command="true")
 
 
 def test_host_script_quotes_names_and_paths():
-    script = ssh_probe.build_host_script(services=[CONTROLLED, UNIT],
+    script = linux_host.build_host_script(services=[CONTROLLED, UNIT],
                                          data_paths=["/srv/mail", "/srv/it's here"])
     assert "sh -c '/opt/lab/mailctl '\"'\"'mail-a'\"'\"' status'" in script
     assert "systemctl is-active 'postfix; rm -rf /'" in script
@@ -52,11 +52,11 @@ def test_host_script_quotes_names_and_paths():
 def test_host_script_runs_and_reports_json(tmp_path):
     ok = Service("good", (), ServiceControl("true", "true", "exit 0"))
     stopped = Service("bad", (), ServiceControl("true", "true", "exit 3"))
-    script = ssh_probe.build_host_script(services=[ok, stopped],
+    script = linux_host.build_host_script(services=[ok, stopped],
                                          data_paths=[str(tmp_path), "/no/such/path"])
     out = subprocess.run(["sh", "-s"], input=script, capture_output=True, text=True, timeout=10)
-    report = ssh_probe.parse_report(out.stdout)
-    obs = ssh_probe.observations_from_report(host="h", report=report, services=[ok, stopped],
+    report = linux_host.parse_report(out.stdout)
+    obs = linux_host.observations_from_report(host="h", report=report, services=[ok, stopped],
                                              at=1.0, latency_s=0.1)
     by_subject = {o.subject: o for o in obs}
     assert by_subject["service:good"].health is Health.OK
@@ -76,11 +76,11 @@ def test_host_script_runs_and_reports_json(tmp_path):
 ])
 def test_bad_reports_are_refused(text, problem):
     with pytest.raises(ValueError, match=problem):
-        ssh_probe.parse_report(text)
+        linux_host.parse_report(text)
 
 
 def test_run_ssh_deadline_kills_the_process_group():
-    run = ssh_probe.run_ssh(argv=["sh", "-c", "sleep 30 & sleep 30"], deadline_s=0.3)
+    run = linux_host.run_ssh(argv=["sh", "-c", "sleep 30 & sleep 30"], deadline_s=0.3)
     assert run.timed_out and run.rc is None
 
 
@@ -138,9 +138,9 @@ def test_parse_answers_and_judge():
 
 
 def test_report_with_bad_values_is_unusable_not_a_crash():
-    report = ssh_probe.parse_report('{"v":1,"services":{},"paths":{"/srv":"lots"}}')
+    report = linux_host.parse_report('{"v":1,"services":{},"paths":{"/srv":"lots"}}')
     with pytest.raises(ValueError):
-        ssh_probe.observations_from_report(host="h", report=report, services=[], at=1.0,
+        linux_host.observations_from_report(host="h", report=report, services=[], at=1.0,
                                            latency_s=0.1)
 
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from cr_orchestrator.sync.robocopy_log import Counts, classify_exit, parse_robocopy, parse_size
+from cr_orchestrator.act.sync.robocopy_log import Counts, classify_exit, parse_robocopy, parse_size
 
 HEADER = r"""
 -------------------------------------------------------------------------------

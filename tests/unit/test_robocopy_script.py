@@ -3,7 +3,7 @@
 import pytest
 
 from cr_orchestrator.errors import ConfigError
-from cr_orchestrator.sync import robocopy_script as rs
+from cr_orchestrator.act.sync import robocopy_script as rs
 
 LINK = r"C:\ProgramData\cr-orchestrator\vss\mail-maildata-1a2b3c4d"
 LOG = r"C:\ProgramData\cr-orchestrator\logs\mail-maildata-mail-b.log"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from cr_orchestrator import model as m
-from cr_orchestrator.schedule import wanted_entries
+from cr_orchestrator.runtime.schedule import wanted_entries
 
 
 def make_topology(*, sets: dict[str, float] | None = None, clusters=("mail",)) -> m.Topology:

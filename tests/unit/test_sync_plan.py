@@ -5,8 +5,8 @@ import pytest
 from cr_orchestrator.errors import SyncError
 from cr_orchestrator.model import (ClientSwitch, Cluster, Host, Member, Platform, Policy,
                                    ReplicaSet, ReplicaTarget, Role, SshSettings, Topology)
-from cr_orchestrator.sync.freshness import Freshness, normalize_target_path, retry_delay_s
-from cr_orchestrator.sync.plan import SyncReport, TargetResult, plan_sync, reconcile_since, set_members
+from cr_orchestrator.state.freshness import Freshness, normalize_target_path, retry_delay_s
+from cr_orchestrator.act.sync.plan import SyncReport, TargetResult, plan_sync, reconcile_since, set_members
 
 
 def topology(platform=Platform.LINUX):

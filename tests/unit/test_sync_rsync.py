@@ -6,8 +6,8 @@ import pytest
 
 from cr_orchestrator.errors import ConfigError
 from cr_orchestrator.model import SshSettings
-from cr_orchestrator.sync import rsync
-from cr_orchestrator.sync.snapshot import SnapshotSpec, snapshot_commands
+from cr_orchestrator.act.sync import rsync
+from cr_orchestrator.act.sync.snapshot import SnapshotSpec, snapshot_commands
 
 SSH = SshSettings(user="root", port=22, private_key_file="/var/lib/cr-lab/sy/id_ed25519")
 
@@ -116,7 +116,7 @@ def test_outer_ssh_with_connection_reuse():
 def test_a_fenced_job_checks_the_targets_epoch_record_before_rsync_starts():
     import subprocess
 
-    from cr_orchestrator.sync.rsync import RsyncJob, fenced_rsync_path, rsync_argv
+    from cr_orchestrator.act.sync.rsync import RsyncJob, fenced_rsync_path, rsync_argv
 
     job = RsyncJob("/srv/mail", "root", "198.18.1.12", "/srv/mail", fence=("mail", 4))
     argv = rsync_argv(job, inner_ssh=["-p", "22"])
@@ -143,7 +143,7 @@ def _push(tmp_path, *, epoch: int, role: str | None, dry_run: bool = False,
     /var/lib/cr-orchestrator; "ssh" runs the remote side locally)."""
     import subprocess
 
-    from cr_orchestrator.sync.rsync import fenced_rsync_path
+    from cr_orchestrator.act.sync.rsync import fenced_rsync_path
 
     records = tmp_path / "records"
     records.mkdir(exist_ok=True)

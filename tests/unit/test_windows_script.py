@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from cr_orchestrator.health import Health
-from cr_orchestrator.probes import windows_script as ws
-from cr_orchestrator.probes.winrm_probe import MIN_FREE_BYTES, observations_from_report
+from cr_orchestrator.observe.health import Health
+from cr_orchestrator.observe import windows_script as ws
+from cr_orchestrator.observe.windows_host import MIN_FREE_BYTES, observations_from_report
 
 
 def report_json(**over) -> str:

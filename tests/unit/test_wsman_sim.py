@@ -12,10 +12,10 @@ from winrm.encryption import Encryption
 from winrm.exceptions import WinRMOperationTimeoutError, WinRMTransportError, WSManFaultError
 from winrm.protocol import Protocol
 
-from cr_orchestrator.winrm_shell import clean_clixml
-from cr_orchestrator.wsman_sim import HostState, Reply, decode_powershell
-from cr_orchestrator.wsman_sim import auth, soap
-from cr_orchestrator.wsman_sim.host import SimHost
+from cr_orchestrator.remote.winrm import clean_clixml
+from cr_orchestrator.testworld.wsman_sim import HostState, Reply, decode_powershell
+from cr_orchestrator.testworld.wsman_sim import auth, soap
+from cr_orchestrator.testworld.wsman_sim.host import SimHost
 
 
 def ps_command(script: str, prefix: str = "powershell -encodedcommand") -> str:

@@ -44,7 +44,7 @@ def segment():
 
 def holders_seen_from(ns: str, address: str) -> list[str]:
     code = (
-        "import json; from cr_orchestrator.clientwatch import arp_holders; "
+        "import json; from cr_orchestrator.testworld.clientwatch import arp_holders; "
         f"print(json.dumps(sorted(arp_holders('eth0', '{address}', wait_s=0.5))))"
     )
     out = sh("ip", "netns", "exec", ns, sys.executable, "-c", code).stdout

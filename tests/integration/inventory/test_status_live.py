@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from cr_orchestrator.state import ClusterState, connect
+from cr_orchestrator.state.cluster import ClusterState, connect
 
 REPO = Path(__file__).parents[3]
 CRCTL = str(Path(sys.executable).with_name("crctl"))

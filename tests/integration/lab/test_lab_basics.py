@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from cr_orchestrator.errors import LabError
-from cr_orchestrator.lab import Lab
+from cr_orchestrator.testworld.lab import Lab
 
 pytestmark = pytest.mark.lab
 

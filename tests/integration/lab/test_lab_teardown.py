@@ -13,8 +13,8 @@ import tempfile
 
 import pytest
 
-from cr_orchestrator.lab import Lab
-from cr_orchestrator.lab.netns import namespaces, ns_pids, pid_alive, root_links
+from cr_orchestrator.testworld.lab import Lab
+from cr_orchestrator.testworld.lab.netns import namespaces, ns_pids, pid_alive, root_links
 
 pytestmark = pytest.mark.lab
 
@@ -79,10 +79,10 @@ def test_down_removes_everything_and_up_recovers_from_a_half_finished_run(lab):
 def test_windows_hosts_serve_ws_man_and_take_faults(lab):
     """`--windows 1`: win-1 runs the WS-Man simulator as its service (then the default lab is back)."""
     winrm = pytest.importorskip("winrm")
-    from cr_orchestrator.lab import windows
+    from cr_orchestrator.testworld.lab import windows
 
     if windows.default_service_argv() is None:
-        pytest.skip("cr_orchestrator.wsman_sim is not installed")
+        pytest.skip("cr_orchestrator.testworld.wsman_sim is not installed")
     lab.down()
     wlab = Lab.up(name=lab.name, base=lab.plan.base, windows=1)
     secret = windows.password(wlab.name).encode()

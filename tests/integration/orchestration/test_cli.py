@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from cr_orchestrator.state import ClusterState
+from cr_orchestrator.state.cluster import ClusterState
 
 from .conftest import REDIS_URL
 

@@ -10,10 +10,10 @@ import time
 
 import pytest
 
-from cr_orchestrator import flows
-from cr_orchestrator.commands import run_command
+from cr_orchestrator.runtime import cycle
+from cr_orchestrator.runtime.commands import run_command
 from cr_orchestrator.errors import StateError
-from cr_orchestrator.sync.plan import SyncReport, TargetResult
+from cr_orchestrator.act.sync.plan import SyncReport, TargetResult
 
 from .conftest import make_topology
 
@@ -63,7 +63,7 @@ def rec():
 
 @pytest.fixture
 def env(redis_client, prefix, rec):
-    e = flows.Env(topology=make_topology(), redis=redis_client, prefix=prefix,
+    e = cycle.Env(topology=make_topology(), redis=redis_client, prefix=prefix,
                   run_playbook=rec.run_playbook, sync=rec.sync, probe=lambda **kw: [])
     e.state.ensure(cluster="mail", configured_primary="mail-a")
     # as a running orchestrator has it: the hosts confirmed the seeded state long ago
@@ -76,7 +76,7 @@ def cluster(env):
 
 
 def test_failover_takes_a_new_epoch_before_the_playbook_runs(env, rec):
-    out = flows.failover(env, cluster(env), to="mail-b", expected_epoch=0, reason="mail-a down")
+    out = cycle.failover(env, cluster(env), to="mail-b", expected_epoch=0, reason="mail-a down")
     assert out.ok and out.epoch == 1
     assert rec.calls == [("playbook", "failover", None, {
         "cr_cluster": "mail", "cr_new_primary": "mail-b", "cr_old_primary": "mail-a",
@@ -89,19 +89,19 @@ def test_failover_takes_a_new_epoch_before_the_playbook_runs(env, rec):
 def test_a_stale_decision_does_not_act(env, rec):
     env.state.promote(cluster="mail", new_primary="mail-b", expected_epoch=0)
     with pytest.raises(StateError, match="moved on to epoch 1"):
-        flows.failover(env, cluster(env), to="mail-dr", expected_epoch=0, reason="x")
+        cycle.failover(env, cluster(env), to="mail-dr", expected_epoch=0, reason="x")
     assert rec.calls == []
 
 
 def test_a_held_cluster_lock_stops_a_second_change(env, rec):
     with env.state.lock(cluster="mail"):
         with pytest.raises(StateError, match="cluster mail is locked"):
-            flows.failover(env, cluster(env), to="mail-b", expected_epoch=0, reason="x")
+            cycle.failover(env, cluster(env), to="mail-b", expected_epoch=0, reason="x")
     assert rec.calls == []
 
 
 def test_switchover_demotes_syncs_from_the_old_primary_then_moves_at_the_new_epoch(env, rec):
-    out = flows.switchover(env, cluster(env), to="mail-b", expected_epoch=0, reason="planned")
+    out = cycle.switchover(env, cluster(env), to="mail-b", expected_epoch=0, reason="planned")
     assert out.ok, out.summary
     assert rec.calls == [
         ("playbook", "demote", "mail-a", {"cr_cluster": "mail", "cr_new_primary": "mail-b",
@@ -116,7 +116,7 @@ def test_switchover_demotes_syncs_from_the_old_primary_then_moves_at_the_new_epo
 
 def test_switchover_aborts_and_restores_the_old_primary_when_the_final_sync_fails(env, rec):
     rec.fail_sync_to.add("mail-b")
-    out = flows.switchover(env, cluster(env), to="mail-b", expected_epoch=0, reason="planned")
+    out = cycle.switchover(env, cluster(env), to="mail-b", expected_epoch=0, reason="planned")
     assert not out.ok
     assert "final sync of maildata to mail-b failed" in out.summary
     assert "mail-a serving again" in out.summary
@@ -128,14 +128,14 @@ def test_switchover_aborts_and_restores_the_old_primary_when_the_final_sync_fail
 
 def test_switchover_stops_when_the_old_primary_cannot_be_demoted(env, rec):
     rec.fail_playbooks.add("demote")
-    out = flows.switchover(env, cluster(env), to="mail-b", expected_epoch=0, reason="planned")
+    out = cycle.switchover(env, cluster(env), to="mail-b", expected_epoch=0, reason="planned")
     assert not out.ok and "demoting mail-a failed" in out.summary
     assert "sync" not in [c[0] for c in rec.calls]
     assert env.state.epoch("mail") == 0
 
 
 def test_restart_counts_an_attempt_and_sends_a_one_host_order(env, rec):
-    out = flows.restart_service(env, cluster(env), host="mail-a", expected_epoch=0, reason="r")
+    out = cycle.restart_service(env, cluster(env), host="mail-a", expected_epoch=0, reason="r")
     assert out.ok
     assert rec.calls == [("playbook", "service", "mail-a", {
         "cr_cluster": "mail", "cr_new_primary": "mail-a", "cr_epoch": 0,
@@ -145,14 +145,14 @@ def test_restart_counts_an_attempt_and_sends_a_one_host_order(env, rec):
 
 def test_rejoin_demotes_the_old_primary_and_resync_copies_from_the_live_one(env, rec):
     env.state.promote(cluster="mail", new_primary="mail-b", expected_epoch=0)
-    out = flows.demote_rejoined(env, cluster(env), host="mail-a", expected_epoch=1, reason="r")
+    out = cycle.demote_rejoined(env, cluster(env), host="mail-a", expected_epoch=1, reason="r")
     assert out.ok
     assert rec.calls[0] == ("playbook", "demote", "mail-a", {
         "cr_cluster": "mail", "cr_new_primary": "mail-b", "cr_old_primary": "mail-a",
         "cr_epoch": 1})
     with pytest.raises(StateError, match="live primary"):
-        flows.demote_rejoined(env, cluster(env), host="mail-b", expected_epoch=1, reason="r")
-    out = flows.resync(env, cluster(env), host="mail-a", reason="behind")
+        cycle.demote_rejoined(env, cluster(env), host="mail-b", expected_epoch=1, reason="r")
+    out = cycle.resync(env, cluster(env), host="mail-a", reason="behind")
     assert rec.calls[-1] == ("sync", "maildata", "mail-b", 1)
 
 
@@ -172,14 +172,14 @@ def test_operator_commands_pause_and_failover_to_a_replica(env, rec):
 
 def test_a_second_round_of_the_same_cluster_is_skipped_while_one_runs(env, rec):
     with env.state.lock(cluster="mail", kind="round"):
-        out = flows.probe_round(env, "mail")
+        out = cycle.probe_round(env, "mail")
     assert out.ok and out.summary == "skipped: the previous round of mail is still running"
     assert env.state.events("mail") == []
 
 
 def test_a_round_decides_records_and_acts(env, rec):
     # no observations at all: the primary is unknown, so the round waits and records why
-    out = flows.probe_round(env, "mail")
+    out = cycle.probe_round(env, "mail")
     assert out.decision.action.value == "none"
     assert "waiting: primary mail-a is unknown" in out.summary
     assert env.state.last_decision("mail")["members"] == {
@@ -201,7 +201,7 @@ def test_switchover_waits_for_a_running_sync_then_copies_what_it_missed(env, rec
     t.start()
     time.sleep(0.2)
     threading.Timer(0.5, release.set).start()
-    out = flows.switchover(env, cluster(env), to="mail-b", expected_epoch=0, reason="planned")
+    out = cycle.switchover(env, cluster(env), to="mail-b", expected_epoch=0, reason="planned")
     t.join()
     assert out.ok, out.summary
     assert rec.names() == ["demote", "maildata", "switchover"]
@@ -214,51 +214,51 @@ def test_switchover_undoes_the_demotion_when_the_sync_is_refused(env, rec):
         raise SyncError("refusing to sync mail from mail-a at epoch 0: epoch 3 already synced")
 
     env.sync = refuse
-    out = flows.switchover(env, cluster(env), to="mail-b", expected_epoch=0, reason="planned")
+    out = cycle.switchover(env, cluster(env), to="mail-b", expected_epoch=0, reason="planned")
     assert not out.ok and "the final sync failed: refusing to sync" in out.summary
     assert rec.names() == ["demote", "promote", "switch_ip"]
     assert env.state.primary("mail") == "mail-a"
 
 
 def test_a_failing_demotion_backs_off_instead_of_running_every_round(env, rec):
-    from cr_orchestrator.decide import Action, ClusterSnapshot, Decision
+    from cr_orchestrator.decide.rules import Action, ClusterSnapshot, Decision
 
     rec.fail_playbooks.add("demote")
     now = [1000.0]
     env.clock = lambda: now[0]
     decision = Decision(Action.DEMOTE_REJOINED, "mail-b", "demoting mail-b: it is serving")
     snap = ClusterSnapshot.empty("mail", now=now[0])
-    first = flows.act(env, cluster(env), decision, snap)
+    first = cycle.act(env, cluster(env), decision, snap)
     assert not first.ok and "(next try in 4 s)" in first.summary
     now[0] += 2
-    held = flows.act(env, cluster(env), decision, snap)
+    held = cycle.act(env, cluster(env), decision, snap)
     assert "not retrying demote_rejoined of mail-b yet: it failed 1 time(s)" in held.summary
     assert rec.names() == ["demote"]
     now[0] += 3
-    second = flows.act(env, cluster(env), decision, snap)
+    second = cycle.act(env, cluster(env), decision, snap)
     assert "(next try in 8 s)" in second.summary and rec.names() == ["demote", "demote"]
     rec.fail_playbooks.clear()
     now[0] += 9
-    assert flows.act(env, cluster(env), decision, snap).ok
+    assert cycle.act(env, cluster(env), decision, snap).ok
     assert env.state.backoff(cluster="mail", action="demote_rejoined", target="mail-b") == (0, 0.0)
 
 
 def test_failover_waits_for_a_running_sync_and_gives_up_after_a_bound(env, rec, monkeypatch):
-    from cr_orchestrator import changes
+    from cr_orchestrator.act import changes
 
     monkeypatch.setattr(changes, "FAILOVER_SYNC_WAIT_S", 0.3)
     with env.state.lock(cluster="mail", replica_set="maildata"):
         with pytest.raises(StateError, match="not promoting mail-b yet: a sync of maildata is "
                                              "still running"):
-            flows.failover(env, cluster(env), to="mail-b", expected_epoch=0, reason="down")
+            cycle.failover(env, cluster(env), to="mail-b", expected_epoch=0, reason="down")
     assert env.state.epoch("mail") == 0 and rec.calls == []
     # once the sync is over, the failover goes ahead
-    assert flows.failover(env, cluster(env), to="mail-b", expected_epoch=0, reason="down").ok
+    assert cycle.failover(env, cluster(env), to="mail-b", expected_epoch=0, reason="down").ok
 
 
 def test_failover_from_a_confirmed_down_host_still_waits_for_a_running_sync(env, rec,
                                                                            monkeypatch):
-    from cr_orchestrator import changes
+    from cr_orchestrator.act import changes
     from cr_orchestrator.errors import CrError
 
     monkeypatch.setattr(changes, "FAILOVER_SYNC_WAIT_S", 0.5)
@@ -267,10 +267,10 @@ def test_failover_from_a_confirmed_down_host_still_waits_for_a_running_sync(env,
     # new primary's first mail, so the failover waits (bounded) all the same
     with env.state.lock(cluster="mail", replica_set="maildata"):
         with pytest.raises(CrError, match="not promoting mail-b yet"):
-            flows.failover(env, cluster(env), to="mail-b", expected_epoch=0, reason="down",
+            cycle.failover(env, cluster(env), to="mail-b", expected_epoch=0, reason="down",
                            old_primary_down=True)
     assert env.state.epoch("mail") == 0 and rec.calls == []
-    out = flows.failover(env, cluster(env), to="mail-b", expected_epoch=0, reason="down",
+    out = cycle.failover(env, cluster(env), to="mail-b", expected_epoch=0, reason="down",
                          old_primary_down=True)
     assert out.ok and env.state.epoch("mail") == 1
     assert rec.calls[0][3]["cr_old_primary_down"] is True
@@ -280,7 +280,7 @@ def test_failover_from_a_confirmed_down_host_to_a_linux_take_over_does_not_wait(
                                                                               monkeypatch):
     from dataclasses import replace
 
-    from cr_orchestrator import changes
+    from cr_orchestrator.act import changes
     from cr_orchestrator import model as m
 
     # With control commands on a Linux target the take-over script itself ends the rsync
@@ -294,7 +294,7 @@ def test_failover_from_a_confirmed_down_host_to_a_linux_take_over_does_not_wait(
     monkeypatch.setattr(changes, "FAILOVER_SYNC_WAIT_S", 30)
     with env.state.lock(cluster="mail", replica_set="maildata"):
         started = time.monotonic()
-        out = flows.failover(env, controlled, to="mail-b", expected_epoch=0, reason="down",
+        out = cycle.failover(env, controlled, to="mail-b", expected_epoch=0, reason="down",
                              old_primary_down=True)
         waited = time.monotonic() - started
     assert out.ok and env.state.epoch("mail") == 1 and waited < 10, (out, waited)
@@ -303,7 +303,7 @@ def test_failover_from_a_confirmed_down_host_to_a_linux_take_over_does_not_wait(
     with env.state.lock(cluster="mail", replica_set="maildata"):
         monkeypatch.setattr(changes, "FAILOVER_SYNC_WAIT_S", 0.3)
         with pytest.raises(StateError, match="not promoting mail-a yet"):
-            flows.failover(env, controlled, to="mail-a", expected_epoch=1, reason="down")
+            cycle.failover(env, controlled, to="mail-a", expected_epoch=1, reason="down")
 
 
 def test_no_scheduled_sync_runs_while_a_failover_moves_the_primary(env, rec):
@@ -312,16 +312,16 @@ def test_no_scheduled_sync_runs_while_a_failover_moves_the_primary(env, rec):
     def playbook(**kwargs):
         # in the middle of the failover playbook a scheduled sync comes in: it must not run
         try:
-            flows.sync_sets(env, cluster(env), sets=["maildata"])
+            cycle.sync_sets(env, cluster(env), sets=["maildata"])
             seen.append("sync ran")
         except StateError as exc:
             seen.append(str(exc))
         return rec.run_playbook(**kwargs)
 
     env.run_playbook = playbook
-    assert flows.failover(env, cluster(env), to="mail-b", expected_epoch=0, reason="down").ok
+    assert cycle.failover(env, cluster(env), to="mail-b", expected_epoch=0, reason="down").ok
     assert seen and "set maildata of mail is locked" in seen[0]
-    flows.sync_sets(env, cluster(env), sets=["maildata"])
+    cycle.sync_sets(env, cluster(env), sets=["maildata"])
     assert rec.calls[-1] == ("sync", "maildata", "mail-b", 1)  # read after the lock: new primary
 
 
@@ -332,7 +332,7 @@ def test_a_round_that_overlapped_a_change_does_not_decide(env, rec):
         return []
 
     env.probe = probe_during_a_failover
-    out = flows.probe_round(env, "mail")
+    out = cycle.probe_round(env, "mail")
     assert out.decision is None
     assert out.summary == "observed mail; it moved to epoch 1 meanwhile: not deciding"
     assert env.state.last_decision("mail") is None
@@ -340,7 +340,7 @@ def test_a_round_that_overlapped_a_change_does_not_decide(env, rec):
 
 def test_a_round_that_starts_while_a_change_runs_does_not_decide(env, rec):
     with env.state.lock(cluster="mail"):
-        out = flows.probe_round(env, "mail")
+        out = cycle.probe_round(env, "mail")
     assert out.decision is None and "a topology change holds the lock" in out.summary
 
 
@@ -349,14 +349,14 @@ def test_members_serving_without_being_primary_are_named_for_the_sync_guard(env)
     env.state.record_decision(cluster="mail", action="demote_rejoined", target="mail-a",
                               reason="demoting mail-a", epoch=1, now=1.0,
                               members={"mail-a": "up", "mail-b": "up", "mail-dr": "service down"})
-    assert flows.serving_elsewhere(env, cluster(env)) == ["mail-a"]
+    assert cycle.serving_elsewhere(env, cluster(env)) == ["mail-a"]
 
 
 def test_a_member_whose_service_answered_lately_is_named_before_its_verdict_catches_up(env):
     import time
 
-    from cr_orchestrator.health import Health, Observation
-    from cr_orchestrator.observations_store import ObservationStore
+    from cr_orchestrator.observe.health import Health, Observation
+    from cr_orchestrator.observe.store import ObservationStore
 
     env.state.promote(cluster="mail", new_primary="mail-b", expected_epoch=0)
     # the last round still calls mail-a down (it just came back, autostarted)
@@ -369,10 +369,10 @@ def test_a_member_whose_service_answered_lately_is_named_before_its_verdict_catc
         Observation("mail-dr", "orchestrator", "service:mail", Health.OK, now - 60),  # old
         Observation("mail-b", "orchestrator", "service:mail", Health.OK, now - 0.5),
     ])
-    assert flows.serving_elsewhere(env, cluster(env)) == []
+    assert cycle.serving_elsewhere(env, cluster(env)) == []
     store.add(observations=[Observation("mail-a", "orchestrator", "service:mail", Health.OK,
                                         now - 0.5)])
-    assert flows.serving_elsewhere(env, cluster(env)) == ["mail-a"]
+    assert cycle.serving_elsewhere(env, cluster(env)) == ["mail-a"]
 
 
 @pytest.mark.parametrize(("host", "service", "confirmed", "passed"), [
@@ -383,8 +383,8 @@ def test_a_member_whose_service_answered_lately_is_named_before_its_verdict_catc
 ])
 def test_old_primary_down_is_passed_to_the_failover_playbook_only_when_its_host_is_confirmed_down(
         env, rec, host, service, confirmed, passed):
-    from cr_orchestrator.decide import Action, ClusterSnapshot, Decision, MemberState
-    from cr_orchestrator.health import Liveness
+    from cr_orchestrator.decide.rules import Action, ClusterSnapshot, Decision, MemberState
+    from cr_orchestrator.observe.health import Liveness
     from cr_orchestrator.model import Role
 
     old = MemberState("mail-a", Role.PRIMARY, host_liveness=Liveness(host),
@@ -394,7 +394,7 @@ def test_old_primary_down_is_passed_to_the_failover_playbook_only_when_its_host_
                       service_liveness=Liveness.DOWN, lag_s=3.0)
     snapshot = ClusterSnapshot(cluster="mail", members=(old, new), primary="mail-a", epoch=0,
                                now=1000.0)
-    out = flows.act(env, cluster(env), Decision(Action.FAILOVER, "mail-b", "mail-a down"),
+    out = cycle.act(env, cluster(env), Decision(Action.FAILOVER, "mail-b", "mail-a down"),
                     snapshot)
     assert out.ok, out.summary
     (_, playbook, _, extravars), = rec.calls
@@ -404,7 +404,7 @@ def test_old_primary_down_is_passed_to_the_failover_playbook_only_when_its_host_
 
 
 def test_reassert_runs_switch_ip_on_the_live_primary_at_the_same_epoch(env, rec):
-    out = flows.reassert(env, cluster(env), host="mail-a", expected_epoch=0,
+    out = cycle.reassert(env, cluster(env), host="mail-a", expected_epoch=0,
                          reason="the shared IP failed 3 probes")
     assert out.ok and env.state.epoch("mail") == 0, out
     assert rec.names() == ["switch_ip"]
@@ -412,14 +412,14 @@ def test_reassert_runs_switch_ip_on_the_live_primary_at_the_same_epoch(env, rec)
     assert (extravars["cr_new_primary"], extravars["cr_epoch"]) == ("mail-a", 0)
     assert "cr_old_primary" not in extravars  # nothing is taken from anybody
     with pytest.raises(StateError, match="mail-b is not the live primary of mail"):
-        flows.reassert(env, cluster(env), host="mail-b", expected_epoch=0, reason="x")
+        cycle.reassert(env, cluster(env), host="mail-b", expected_epoch=0, reason="x")
     with pytest.raises(StateError, match="moved on to epoch 0"):
-        flows.reassert(env, cluster(env), host="mail-a", expected_epoch=3, reason="x")
+        cycle.reassert(env, cluster(env), host="mail-a", expected_epoch=3, reason="x")
 
 
 def test_a_seeded_state_holds_until_every_members_records_were_read(env, rec):
     env.redis.delete(env.state.key("mail"))  # Redis lost its keys
-    out = flows.probe_round(env, "mail")
+    out = cycle.probe_round(env, "mail")
     assert out.decision.action.value == "hold"
     assert ("Redis had no state for mail and was seeded from the inventory (mail-a at epoch "
             "0); waiting to read the epoch records of mail-a, mail-b, mail-dr") in out.summary
@@ -435,7 +435,7 @@ def test_a_failover_journals_its_change_and_closes_it_when_the_playbook_ends(env
         return real(**kw)
 
     env.run_playbook = looking
-    out = flows.failover(env, cluster(env), to="mail-b", expected_epoch=0, reason="mail-a down",
+    out = cycle.failover(env, cluster(env), to="mail-b", expected_epoch=0, reason="mail-a down",
                          old_primary_down=True)
     assert out.ok
     assert seen[0]["epoch"] == 1 and seen[0]["new_primary"] == "mail-b"
@@ -448,7 +448,7 @@ def test_an_interrupted_failover_is_resumed_at_the_same_epoch(env, rec):
     env.state.promote(cluster="mail", new_primary="mail-b", expected_epoch=0, change={
         "kind": "failover", "playbook": "failover", "old_primary": "mail-a",
         "old_primary_down": True, "reason": "mail-a down"})
-    out = flows.resume(env, cluster(env), expected_epoch=1, reason="resuming")
+    out = cycle.resume(env, cluster(env), expected_epoch=1, reason="resuming")
     assert out.ok, out.summary
     assert rec.calls == [("playbook", "failover", None, {
         "cr_cluster": "mail", "cr_new_primary": "mail-b", "cr_old_primary": "mail-a",
@@ -457,7 +457,7 @@ def test_an_interrupted_failover_is_resumed_at_the_same_epoch(env, rec):
     kinds = [e.kind for e in env.state.events("mail")]
     assert kinds == ["resumed", "playbook"]
     with pytest.raises(StateError, match="nothing to resume"):
-        flows.resume(env, cluster(env), expected_epoch=1, reason="again")
+        cycle.resume(env, cluster(env), expected_epoch=1, reason="again")
 
 
 def test_a_playbook_whose_lease_is_lost_is_cancelled_and_its_change_kept(env, rec):
@@ -467,16 +467,16 @@ def test_a_playbook_whose_lease_is_lost_is_cancelled_and_its_change_kept(env, re
         return Result(ok=False, status="canceled", rc=-1, summary="canceled")
 
     env.run_playbook = lose_the_lock
-    out = flows.failover(env, cluster(env), to="mail-b", expected_epoch=0, reason="down")
+    out = cycle.failover(env, cluster(env), to="mail-b", expected_epoch=0, reason="down")
     assert not out.ok
     assert env.state.change("mail")["epoch"] == 1  # left for the next holder to resume
 
 
 def test_an_operator_command_issued_before_a_failover_is_refused_after_it(env, rec):
-    from cr_orchestrator.commands import Seen
+    from cr_orchestrator.runtime.commands import Seen
 
     seen = Seen("mail-a", 0)  # what `crctl status` showed when the operator typed it
-    flows.failover(env, cluster(env), to="mail-b", expected_epoch=0, reason="mail-a down")
+    cycle.failover(env, cluster(env), to="mail-b", expected_epoch=0, reason="mail-a down")
     rec.calls.clear()
     with pytest.raises(StateError) as refused:
         run_command(env, command="switchover", cluster="mail", to="mail-dr", seen=seen)
@@ -496,7 +496,7 @@ def test_an_operator_command_issued_before_a_failover_is_refused_after_it(env, r
 
 
 def test_a_switchover_is_not_started_while_the_primary_is_failing(env, rec):
-    from cr_orchestrator.commands import Seen
+    from cr_orchestrator.runtime.commands import Seen
 
     # nothing observed answers: the detector cannot call mail-a up
     with pytest.raises(StateError) as refused:
@@ -511,7 +511,7 @@ def test_a_switchover_is_not_started_while_the_primary_is_failing(env, rec):
 def test_observe_only_reads(env, rec):
     """observe() writes nothing to Redis: no seeding, no observations, no clocks; the
     round's record step does, after decide."""
-    from cr_orchestrator.health import ORCHESTRATOR, Health, Observation
+    from cr_orchestrator.observe.health import ORCHESTRATOR, Health, Observation
 
     env.redis.delete(env.state.key("mail"))
     env.probe = lambda **kw: [Observation("mail-a", ORCHESTRATOR, "host", Health.OK, 1.0)]
@@ -520,9 +520,9 @@ def test_observe_only_reads(env, rec):
         return {k: env.redis.dump(k) for k in env.redis.scan_iter(match=f"{env.prefix}:*")}
 
     before = everything()
-    observed = flows.observe(env, cluster(env))
+    observed = cycle.observe(env, cluster(env))
     assert everything() == before
     assert observed.snapshot.seeded and observed.snapshot.primary == "mail-a"
     assert len(observed.observations) == 1
-    flows.record(env, cluster(env), observed, None)  # observations only
+    cycle.record(env, cluster(env), observed, None)  # observations only
     assert everything() != before and env.state.primary("mail") is None

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from cr_orchestrator.celery_app import make_app
+from cr_orchestrator.runtime.celery_app import make_app
 from cr_orchestrator.cli.run import child_commands, restart_delay
-from cr_orchestrator.schedule import existing_entries
-from cr_orchestrator.state import ClusterState
+from cr_orchestrator.runtime.schedule import existing_entries
+from cr_orchestrator.state.cluster import ClusterState
 
 from .conftest import REDIS_URL, UNREACHABLE_INVENTORY
 
@@ -57,11 +57,11 @@ def wait_for(predicate, timeout_s: float, what: str):
 def test_child_command_lines():
     worker, beat = child_commands(queues=["site.a", "site.b"], concurrency=2, loglevel="INFO",
                                   beat=True, node="cr-a-b")
-    assert worker.argv[1:] == ["-m", "celery", "-A", "cr_orchestrator.celery_app", "worker",
+    assert worker.argv[1:] == ["-m", "celery", "-A", "cr_orchestrator.runtime.celery_app", "worker",
                                "-Q", "site.a,site.b", "-n", "cr-a-b@%h", "--concurrency", "2",
                                "-O", "fair", "--loglevel", "INFO", "--without-gossip",
                                "--without-mingle"]
-    assert beat.argv[5:] == ["beat", "-S", "cr_orchestrator.schedule.RedisTolerantScheduler",
+    assert beat.argv[5:] == ["beat", "-S", "cr_orchestrator.runtime.schedule.RedisTolerantScheduler",
                              "--max-interval", "1", "--loglevel", "INFO"]
     assert [c.name for c in child_commands(queues=["site.a"], concurrency=1, loglevel="INFO",
                                            beat=False, node="n")] == ["worker"]

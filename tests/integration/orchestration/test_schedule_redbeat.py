@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from redbeat import RedBeatSchedulerEntry
 
-from cr_orchestrator.celery_app import make_app
-from cr_orchestrator.schedule import existing_entries, sync_schedule
+from cr_orchestrator.runtime.celery_app import make_app
+from cr_orchestrator.runtime.schedule import existing_entries, sync_schedule
 
 from .conftest import REDIS_URL, make_topology
 

@@ -10,7 +10,7 @@ import pytest
 
 from cr_orchestrator.errors import StateError
 from cr_orchestrator.model import Secret
-from cr_orchestrator.state import ClusterState, PromotionConflict
+from cr_orchestrator.state.cluster import ClusterState, PromotionConflict
 
 
 @pytest.fixture
@@ -126,7 +126,7 @@ def test_a_dead_holders_lease_frees_the_lock_within_its_ttl(state, redis_client)
     import sys
 
     url = os.environ.get("CR_REDIS_URL", "redis://127.0.0.1:6379/0")
-    code = ("import os, redis; from cr_orchestrator.state import ClusterState; "
+    code = ("import os, redis; from cr_orchestrator.state.cluster import ClusterState; "
             f"s = ClusterState(redis.Redis.from_url({url!r}), {state.prefix!r}); "
             "cm = s.lock(cluster='mail', ttl_s=1.5); cm.__enter__(); "
             "print('held', flush=True); os.kill(os.getpid(), 9)")
@@ -162,7 +162,7 @@ def test_adopt_takes_the_hosts_word_and_clears_seed_and_journal(state, redis_cli
     state.adopt(cluster="mail", primary="mail-b", epoch=6, expected_epoch=0)
     assert (state.primary("mail"), state.epoch("mail"), state.seeded("mail")) == \
         ("mail-b", 6, False)
-    from cr_orchestrator.state import PromotionConflict
+    from cr_orchestrator.state.cluster import PromotionConflict
     with pytest.raises(PromotionConflict, match="not the expected 0"):
         state.adopt(cluster="mail", primary="mail-a", epoch=9, expected_epoch=0)
     redis_client.hset(state.key("mail"), "change", "{not json")
@@ -243,8 +243,8 @@ def test_nothing_secret_reaches_redis(state, redis_client, prefix):
 
 
 def test_live_status_reports_what_redis_says(state, redis_client, prefix):
-    from cr_orchestrator.state import live_status
-    from cr_orchestrator.sync.freshness import FreshnessStore
+    from cr_orchestrator.state.cluster import live_status
+    from cr_orchestrator.state.freshness import FreshnessStore
 
     from .conftest import make_topology
 
@@ -287,7 +287,7 @@ def test_locks_of_dead_processes_here_are_freed_others_kept(state, redis_client)
     import socket
     import subprocess
 
-    from cr_orchestrator.state import release_dead_holders
+    from cr_orchestrator.state.cluster import release_dead_holders
 
     gone = subprocess.Popen(["true"])
     gone.wait()

@@ -9,8 +9,8 @@ import sys
 
 import pytest
 
-from cr_orchestrator.celery_app import make_app
-from cr_orchestrator.state import ClusterState
+from cr_orchestrator.runtime.celery_app import make_app
+from cr_orchestrator.state.cluster import ClusterState
 
 from .conftest import REDIS_URL
 
@@ -19,7 +19,7 @@ from .conftest import REDIS_URL
 def worker(prefix):
     env = dict(os.environ, CR_REDIS_URL=REDIS_URL, CR_PREFIX=prefix)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "cr_orchestrator.celery_app", "worker",
+        [sys.executable, "-m", "celery", "-A", "cr_orchestrator.runtime.celery_app", "worker",
          "-Q", "site.site-a", "-c", "1", "--without-gossip", "--without-mingle",
          "--loglevel", "WARNING"],
         env=env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from cr_orchestrator.playbook_runner import run_playbook
+from cr_orchestrator.act.playbook_runner import run_playbook
 
 CLUSTER = "mail"
 

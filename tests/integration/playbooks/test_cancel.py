@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from cr_orchestrator.playbook_runner import run_playbook
+from cr_orchestrator.act.playbook_runner import run_playbook
 
 pytestmark = pytest.mark.lab
 SLOW = Path(__file__).with_name("slow.yml")

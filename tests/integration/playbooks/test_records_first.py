@@ -105,7 +105,7 @@ def test_a_restart_in_place_records_before_the_service_greets(lab, orders):
 def test_a_failover_killed_before_its_fence_step_then_resumed_records_first(lab, orders):
     """The resumed run (the same playbook at the same epoch, what ``resume`` does) writes
     the records that the killed run never reached, before the service greets."""
-    from cr_orchestrator.playbook_runner import run_playbook
+    from cr_orchestrator.act.playbook_runner import run_playbook
 
     start = orders.run("failover", new="mail-a", old="mail-b")
     assert start.ok, start.summary

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cr_orchestrator.playbook_runner import run_playbook
+from cr_orchestrator.act.playbook_runner import run_playbook
 
 pytestmark = pytest.mark.lab
 

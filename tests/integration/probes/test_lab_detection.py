@@ -11,11 +11,11 @@ import time
 
 import pytest
 
-from cr_orchestrator.detector import Assessment, assess
-from cr_orchestrator.health import Liveness
+from cr_orchestrator.decide.detector import Assessment, assess
+from cr_orchestrator.observe.health import Liveness
 from cr_orchestrator.inventory import load_topology
 from cr_orchestrator.model import Policy
-from cr_orchestrator.probes import probe_cluster
+from cr_orchestrator.observe.round import probe_cluster
 
 pytestmark = pytest.mark.lab
 
@@ -133,7 +133,7 @@ def test_a_cold_probe_of_a_crashed_host_gives_up_within_the_probe_timeout(lab):
     import tempfile
     from pathlib import Path
 
-    from cr_orchestrator.probes.ssh_probe import probe_linux_host
+    from cr_orchestrator.observe.linux_host import probe_linux_host
 
     cold = Path(tempfile.mkdtemp(prefix="crcp-", dir="/tmp"))  # a socket path < 108 bytes
     topology = load_topology(lab.inventory_path)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import logging
 
-from cr_orchestrator.detector import assess
-from cr_orchestrator.health import ORCHESTRATOR, Health, Liveness, Observation
+from cr_orchestrator.decide.detector import assess
+from cr_orchestrator.observe.health import ORCHESTRATOR, Health, Liveness, Observation
 from cr_orchestrator.model import (Check, CheckKind, ClientSwitch, Cluster, Member, Policy, Role,
                                    Service)
-from cr_orchestrator.observations_store import ObservationStore
+from cr_orchestrator.observe.store import ObservationStore
 
 
 def _obs(host: str, at: float, health: Health = Health.OK, subject: str = "host") -> Observation:
@@ -51,7 +51,7 @@ def test_malformed_entries_are_skipped_with_a_warning_naming_the_key(redis_clien
                        b'{"host":"mail-a","vantage":"orchestrator","subject":"host",'
                        b'"health":"splendid","at":3}')
     store.add(observations=[_obs("mail-a", 5.0)])
-    with caplog.at_level(logging.WARNING, logger="cr_orchestrator.observations_store"):
+    with caplog.at_level(logging.WARNING, logger="cr_orchestrator.observe.store"):
         read = store.recent(host="mail-a")
     assert [o.at for o in read] == [1.0, 5.0]
     warnings = [r.getMessage() for r in caplog.records]

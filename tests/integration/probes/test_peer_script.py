@@ -9,10 +9,10 @@ from __future__ import annotations
 import subprocess
 from contextlib import ExitStack
 
-from cr_orchestrator.health import Health
+from cr_orchestrator.observe.health import Health
 from cr_orchestrator.model import Check, CheckKind
-from cr_orchestrator.probes import peer
-from cr_orchestrator.probes.protocol import CheckTarget
+from cr_orchestrator.observe import peer
+from cr_orchestrator.observe.protocol import CheckTarget
 
 from . import servers
 

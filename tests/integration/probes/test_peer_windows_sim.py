@@ -18,11 +18,11 @@ from contextlib import ExitStack
 import pytest
 
 from cr_orchestrator import model
-from cr_orchestrator.health import Health
+from cr_orchestrator.observe.health import Health
 from cr_orchestrator.model import Check, CheckKind
-from cr_orchestrator.probes import peer
-from cr_orchestrator.probes.protocol import CheckTarget
-from cr_orchestrator.wsman_sim import HostState, Reply, WsmanSim
+from cr_orchestrator.observe import peer
+from cr_orchestrator.observe.protocol import CheckTarget
+from cr_orchestrator.testworld.wsman_sim import HostState, Reply, WsmanSim
 
 from . import servers
 

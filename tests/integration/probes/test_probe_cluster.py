@@ -6,10 +6,10 @@ service answers on a real banner server: the round must still report every part.
 
 from __future__ import annotations
 
-from cr_orchestrator.health import ORCHESTRATOR, Health
+from cr_orchestrator.observe.health import ORCHESTRATOR, Health
 from cr_orchestrator.model import (Check, CheckKind, ClientSwitch, Cluster, Host, Member, Platform,
                                    Policy, Role, Service, SharedIp, SshSettings, Topology)
-from cr_orchestrator.probes import probe_cluster
+from cr_orchestrator.observe.round import probe_cluster
 
 from . import servers
 

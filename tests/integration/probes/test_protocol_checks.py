@@ -7,9 +7,9 @@ from contextlib import ExitStack
 import pytest
 from aiosmtpd.controller import Controller
 
-from cr_orchestrator.health import Health
+from cr_orchestrator.observe.health import Health
 from cr_orchestrator.model import Check, CheckKind
-from cr_orchestrator.probes.protocol import CheckTarget, run_checks
+from cr_orchestrator.observe.protocol import CheckTarget, run_checks
 
 from . import servers
 

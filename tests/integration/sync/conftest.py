@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from cr_orchestrator.sync import FreshnessStore
+from cr_orchestrator.act.sync import FreshnessStore
 
 REDIS_URL = os.environ.get("CR_REDIS_URL", "redis://127.0.0.1:6379/0")
 
@@ -30,7 +30,7 @@ def sync_lab(request):
     except pytest.FixtureLookupError:
         pass
     from cr_orchestrator.errors import LabError
-    from cr_orchestrator.lab import Lab, lab_from_env
+    from cr_orchestrator.testworld.lab import Lab, lab_from_env
 
     name, _base = lab_from_env()
     try:

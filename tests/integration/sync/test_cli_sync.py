@@ -10,7 +10,7 @@ import uuid
 import pytest
 import yaml
 
-from cr_orchestrator.state import ClusterState
+from cr_orchestrator.state.cluster import ClusterState
 
 from .lab_helpers import forget_promotions, generate_maildir, reset, tree_hashes
 

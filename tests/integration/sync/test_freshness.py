@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from cr_orchestrator.errors import SyncError
-from cr_orchestrator.sync import TargetPathLock
+from cr_orchestrator.act.sync import TargetPathLock
 
 
 def test_success_then_failures_back_off_and_keep_the_last_good_sync(store):

@@ -21,7 +21,7 @@ import uuid
 import pytest
 
 from cr_orchestrator.model import ReplicaSet, ReplicaTarget
-from cr_orchestrator.sync import FreshnessStore, TargetPathLock, sync_replica_set
+from cr_orchestrator.act.sync import FreshnessStore, TargetPathLock, sync_replica_set
 from .lab_helpers import forget_promotions, generate_maildir, make_message, reset, tree_hashes
 
 pytestmark = pytest.mark.lab

@@ -15,9 +15,9 @@ import pytest
 
 from cr_orchestrator.model import (ClientSwitch, Cluster, Host, Member, Platform, Policy, ReplicaSet,
                                    ReplicaTarget, Role, Secret, Topology, WinRMSettings)
-from cr_orchestrator.sync import sync_replica_set
+from cr_orchestrator.act.sync import sync_replica_set
 
-wsman_sim = pytest.importorskip("cr_orchestrator.wsman_sim")
+wsman_sim = pytest.importorskip("cr_orchestrator.testworld.wsman_sim")
 Reply, WsmanSim = wsman_sim.Reply, wsman_sim.WsmanSim
 
 SHADOW = "{6C3E1F0A-1111-2222-3333-444455556666}"

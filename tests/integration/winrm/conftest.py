@@ -6,7 +6,7 @@ import socket
 
 import pytest
 
-from cr_orchestrator.wsman_sim import WsmanSim
+from cr_orchestrator.testworld.wsman_sim import WsmanSim
 from winrm_testlib import PASSWORD, USER, healthy_state, windows_host, winrm_settings
 
 @pytest.fixture

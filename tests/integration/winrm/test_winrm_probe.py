@@ -10,10 +10,10 @@ import time
 
 import pytest
 
-from cr_orchestrator.health import Health
-from cr_orchestrator.probes.winrm_probe import probe_windows_host
-from cr_orchestrator.winrm_shell import WinRMShell, WinRMShellPool
-from cr_orchestrator.wsman_sim import Reply
+from cr_orchestrator.observe.health import Health
+from cr_orchestrator.observe.windows_host import probe_windows_host
+from cr_orchestrator.remote.winrm import WinRMShell, WinRMShellPool
+from cr_orchestrator.testworld.wsman_sim import Reply
 
 from winrm_testlib import PASSWORD
 

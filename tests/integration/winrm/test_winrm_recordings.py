@@ -25,9 +25,9 @@ import pytest
 import requests
 import yaml
 
-from cr_orchestrator.winrm_shell import WinRMShell
-from cr_orchestrator.wsman_sim import ReplayEngine, Reply, WsmanSim
-from cr_orchestrator.wsman_sim.replay import recorded_status
+from cr_orchestrator.remote.winrm import WinRMShell
+from cr_orchestrator.testworld.wsman_sim import ReplayEngine, Reply, WsmanSim
+from cr_orchestrator.testworld.wsman_sim.replay import recorded_status
 from winrm_testlib import PASSWORD, USER, winrm_settings
 
 # shared/ sits beside the repository (CI: a fresh clone with shared/ next to it); the

@@ -1,4 +1,4 @@
-"""`python -m cr_orchestrator.wsman_sim` as the lab runs it: a separate process and a state file."""
+"""`python -m cr_orchestrator.testworld.wsman_sim` as the lab runs it: a separate process and a state file."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import time
 
 import pytest
 
-from cr_orchestrator.health import Health
-from cr_orchestrator.probes.winrm_probe import probe_windows_host
-from cr_orchestrator.winrm_shell import WinRMShellPool
+from cr_orchestrator.observe.health import Health
+from cr_orchestrator.observe.windows_host import probe_windows_host
+from cr_orchestrator.remote.winrm import WinRMShellPool
 from winrm_testlib import PASSWORD, windows_host, winrm_settings
 
 
@@ -30,7 +30,7 @@ def sim_process(tmp_path, free_port):
                 volumes={"D:\\": {"free": 1 << 40, "size": 2 << 40}})
     cert = tmp_path / "win1.crt"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "cr_orchestrator.wsman_sim", "--listen", f"127.0.0.1:{free_port}",
+        [sys.executable, "-m", "cr_orchestrator.testworld.wsman_sim", "--listen", f"127.0.0.1:{free_port}",
          "--state", str(state), "--https", "--cert-out", str(cert)],
         env={**os.environ, "CR_WSMAN_SIM_PASSWORD": PASSWORD}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         text=True)
@@ -69,7 +69,7 @@ def test_cli_refuses_to_start_without_a_password(tmp_path):
     state = tmp_path / "s.json"
     state.write_text("{}")
     env = {k: v for k, v in os.environ.items() if k != "CR_WSMAN_SIM_PASSWORD"}
-    run = subprocess.run([sys.executable, "-m", "cr_orchestrator.wsman_sim", "--listen", "127.0.0.1:0",
+    run = subprocess.run([sys.executable, "-m", "cr_orchestrator.testworld.wsman_sim", "--listen", "127.0.0.1:0",
                           "--state", str(state)], env=env, capture_output=True, text=True, timeout=30)
     assert run.returncode == 2
     assert "set the password in the environment variable CR_WSMAN_SIM_PASSWORD" in run.stderr
@@ -78,7 +78,7 @@ def test_cli_refuses_to_start_without_a_password(tmp_path):
 def test_cli_names_a_bad_state_file(tmp_path):
     state = tmp_path / "s.json"
     state.write_text('{"servics": {}}')
-    run = subprocess.run([sys.executable, "-m", "cr_orchestrator.wsman_sim", "--listen", "127.0.0.1:0",
+    run = subprocess.run([sys.executable, "-m", "cr_orchestrator.testworld.wsman_sim", "--listen", "127.0.0.1:0",
                           "--state", str(state)], env={**os.environ, "CR_WSMAN_SIM_PASSWORD": "x"},
                          capture_output=True, text=True, timeout=30)
     assert run.returncode == 2

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from cr_orchestrator import model
-from cr_orchestrator.wsman_sim import HostState, WsmanSim
+from cr_orchestrator.testworld.wsman_sim import HostState, WsmanSim
 
 USER = "Administrator"
 PASSWORD = "S3cret-Pa55!"  # asserted absent from every error message

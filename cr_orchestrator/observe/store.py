@@ -1,0 +1,128 @@
+"""Observations in Redis: a bounded, newest-first history per host.
+
+Keys (all under ``prefix``):
+
+- ``{prefix}:obs:{host}``: a list of JSON observations, newest first, capped at ``maxlen``
+  (LPUSH + LTRIM in one transaction) and expiring ``ttl_s`` after the last write, so a
+  host removed from the inventory leaves nothing behind for long;
+- ``{prefix}:obs:hosts``: the set of hosts that have a history.
+
+Reading never crashes on what another writer (or a bug, or an operator) left behind: an
+entry that is not a valid observation is skipped with a warning naming its key.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable
+
+import redis
+
+from cr_orchestrator.observe.health import Health, Observation
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAXLEN = 300  # e.g. 10 minutes of 2-second rounds at ~15 observations per round
+DEFAULT_TTL_S = 24 * 3600
+
+
+def to_json(observation: Observation) -> str:
+    """The stored form of one observation (detail must be JSON-serialisable)."""
+    return json.dumps({
+        "host": observation.host, "vantage": observation.vantage,
+        "subject": observation.subject, "health": observation.health.value,
+        "at": observation.at, "latency_s": observation.latency_s, "error": observation.error,
+        "detail": observation.detail,
+    }, separators=(",", ":"), default=str)
+
+
+def from_json(text: str | bytes) -> Observation:
+    """Parse a stored observation; ValueError/KeyError/TypeError when it is not one."""
+    raw = json.loads(text)
+    if not isinstance(raw, dict):
+        raise ValueError("not a JSON object")
+    latency = raw.get("latency_s")
+    detail = raw.get("detail") or {}
+    if not isinstance(detail, dict):
+        raise ValueError("detail is not an object")
+    for key in ("host", "vantage", "subject"):
+        if not isinstance(raw[key], str):
+            raise ValueError(f"{key} is not a string")
+    return Observation(
+        host=raw["host"], vantage=raw["vantage"], subject=raw["subject"],
+        health=Health(raw["health"]), at=float(raw["at"]),
+        latency_s=None if latency is None else float(latency),
+        error=None if raw.get("error") is None else str(raw["error"]), detail=detail)
+
+
+class ObservationStore:
+    """Bounded per-host observation history in Redis."""
+
+    def __init__(self, *, client: redis.Redis, prefix: str = "cr",
+                 maxlen: int = DEFAULT_MAXLEN, ttl_s: int = DEFAULT_TTL_S) -> None:
+        if maxlen < 1:
+            raise ValueError("maxlen must be at least 1")
+        self._redis = client
+        self._prefix = prefix
+        self._maxlen = maxlen
+        self._ttl_s = ttl_s
+
+    def key(self, host: str) -> str:
+        return f"{self._prefix}:obs:{host}"
+
+    @property
+    def hosts_key(self) -> str:
+        return f"{self._prefix}:obs:hosts"
+
+    def add(self, *, observations: Iterable[Observation]) -> int:
+        """Store observations (one transaction); returns how many were stored."""
+        by_host: dict[str, list[str]] = {}
+        for o in sorted(observations, key=lambda o: o.at):
+            by_host.setdefault(o.host, []).append(to_json(o))
+        if not by_host:
+            return 0
+        pipe = self._redis.pipeline(transaction=True)
+        for host, entries in by_host.items():
+            key = self.key(host)
+            pipe.lpush(key, *entries)
+            pipe.ltrim(key, 0, self._maxlen - 1)
+            pipe.expire(key, self._ttl_s)
+        pipe.sadd(self.hosts_key, *by_host)
+        pipe.expire(self.hosts_key, self._ttl_s)
+        pipe.execute()
+        return sum(len(e) for e in by_host.values())
+
+    def recent(self, *, host: str, since: float | None = None,
+               limit: int | None = None) -> list[Observation]:
+        """The host's observations, oldest first; ``since`` drops older ones."""
+        key = self.key(host)
+        stop = -1 if limit is None else max(limit, 1) - 1
+        entries = self._redis.lrange(key, 0, stop)
+        result = []
+        for index, entry in enumerate(entries):
+            try:
+                observation = from_json(entry)
+            except (ValueError, KeyError, TypeError) as exc:
+                log.warning("skipping malformed observation #%d in Redis key %s: %s",
+                            index, key, exc)
+                continue
+            if since is None or observation.at >= since:
+                result.append(observation)
+        result.reverse()
+        return result
+
+    def recent_for(self, *, hosts: Iterable[str], since: float | None = None,
+                   limit: int | None = None) -> list[Observation]:
+        """:meth:`recent` of several hosts, concatenated (the detector's input)."""
+        return [o for h in hosts for o in self.recent(host=h, since=since, limit=limit)]
+
+    def hosts(self) -> list[str]:
+        """Hosts that have a stored history."""
+        return sorted(h.decode() if isinstance(h, bytes) else h
+                      for h in self._redis.smembers(self.hosts_key))
+
+    def clear(self, *, host: str) -> None:
+        """Forget one host's history (e.g. after it left the inventory)."""
+        self._redis.delete(self.key(host))
+        self._redis.srem(self.hosts_key, host)

@@ -1,0 +1,274 @@
+"""Observe → decide → act for one cluster, and the topology-change flows.
+
+The Celery tasks (:mod:`cr_orchestrator.runtime.tasks`) and the operator commands call these
+functions with an :class:`Env` that carries the real parts (Redis state, the playbook
+runner, the sync engine, the probes). Every flow holds the cluster lock while it changes
+the topology, re-checks the epoch it decided on, takes a new epoch by compare-and-set
+*before* any playbook promotes anything (the fencing token), and appends what it did,
+with its reason, to the cluster's event stream.
+
+Flows:
+
+- failover (unplanned): promote the best secondary with a new epoch; the playbook demotes
+  or fences the old primary if it is reachable and moves the clients;
+- switchover (planned, and failback): demote the primary, final sync from it, then
+  promote the target with a new epoch: no write is lost; if the final sync fails the old
+  primary is started again and nothing changes;
+- rejoin: an old primary that came back serving is demoted (its epoch is older), then
+  resynced from the live primary as a secondary (the RESYNC rule of the next round).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from cr_orchestrator.act.changes import (  # noqa: F401 - re-exported: the flows' public API
+    LOCK_TTL_S, Env, Outcome, adopt, demote_rejoined, failover, flow_budget_s, reassert,
+    restart_service, resume, resync, switchover, sync_sets,
+)
+from cr_orchestrator.decide.rules import Action, ClusterSnapshot, Decision, decide
+from cr_orchestrator.errors import CrError
+from cr_orchestrator.observe.health import Liveness
+from cr_orchestrator.model import Cluster, Platform
+from cr_orchestrator.decide.snapshot import build_snapshot, interrupted_change, latest_records, member_lags
+from cr_orchestrator.state.cluster import EventKind, LockBusy, LockKind
+
+log = logging.getLogger(__name__)
+
+
+# ---------------------------------------------------------------- observe and decide
+@dataclass(frozen=True)
+class Observed:
+    """What one observation of a cluster gave: the snapshot ``decide`` reads, and this
+    round's probe results (stored by :func:`record`, not by :func:`observe`)."""
+
+    snapshot: ClusterSnapshot
+    observations: tuple
+
+
+def observe(env: Env, cluster: Cluster) -> Observed:
+    """Probe once and build the snapshot ``decide`` reads. Only reads: the state in
+    Redis (a cluster without any is the inventory's word, ``seeded``), the stored
+    window of observations plus this round's, and the replicas' freshness."""
+    from cr_orchestrator.decide.detector import assess, default_stale_after
+    from cr_orchestrator.observe.store import ObservationStore
+    from cr_orchestrator.state.freshness import FreshnessStore
+
+    state = env.state
+    # read before probing: a change that lands while we probe shows as a newer epoch
+    recorded, epoch = state.primary(cluster.name), state.epoch(cluster.name)
+    primary = recorded or cluster.configured_primary
+    policy = cluster.policy
+    observations = tuple(env.probe(topology=env.topology, cluster=cluster, primary=primary,
+                                   timeout_s=policy.probe_timeout_s))
+    now = env.clock()
+    # The window must hold enough rounds to call a host down or up again even when rounds
+    # run late (a round probing a dead host lasts up to the probe timeout and more).
+    rounds = policy.failures_before_down + policy.successes_before_up + 2
+    since = now - max(default_stale_after(policy),
+                      rounds * (policy.probe_interval_s + policy.probe_timeout_s))
+    stored = ObservationStore(client=env.redis, prefix=env.prefix)
+    window = stored.recent_for(hosts=cluster.hosts(), since=since) + list(observations)
+    assessment = assess(cluster=cluster, observations=window, now=now)
+    freshness = FreshnessStore(env.redis, env.prefix)
+    per_set = {rs.name: freshness.freshness(cluster.name, rs.name, now=now)
+               for rs in cluster.replica_sets}
+    lags = member_lags(cluster=cluster, per_set=per_set, primary=primary)
+    windows = frozenset(h for h in cluster.hosts()
+                        if env.topology.hosts[h].platform is Platform.WINDOWS)
+    snapshot = build_snapshot(
+        cluster=cluster, assessment=assessment, primary=primary, epoch=epoch,
+        paused=state.paused(cluster.name), lags=lags,
+        restart_attempts=state.restarts(cluster.name),
+        recent_failovers=state.failovers(cluster.name),
+        failback_in_sync_since=state.in_sync_since(cluster=cluster.name,
+                                                   host=cluster.configured_primary),
+        now=now,
+        records=latest_records(cluster=cluster.name, observations=window,
+                               windows_hosts=windows),
+        seeded=recorded is None or state.seeded(cluster.name),
+        interrupted=interrupted_change(state.change(cluster.name)))
+    return Observed(snapshot, observations)
+
+
+def record(env: Env, cluster: Cluster, observed: Observed, decision: Decision | None) -> None:
+    """Write what a round saw and decided: its observations (the detector's window), the
+    decision (history keys on its situation), and the decision's state effects."""
+    from cr_orchestrator.observe.store import ObservationStore
+
+    ObservationStore(client=env.redis, prefix=env.prefix).add(
+        observations=observed.observations)
+    if decision is None:
+        return
+    snapshot, state = observed.snapshot, env.state
+    # a cluster Redis knew nothing of: the inventory's word, marked seeded until the
+    # hosts' records confirm it (rule "hosts first")
+    state.ensure(cluster=cluster.name, configured_primary=cluster.configured_primary)
+    state.record_decision(cluster=cluster.name, action=decision.action.value,
+                          target=decision.target, reason=decision.reason,
+                          situation=decision.situation_key, epoch=snapshot.epoch,
+                          now=snapshot.now,
+                          members={m.host: _health_word(m) for m in snapshot.members})
+    if decision.reset_restarts:
+        state.reset_restarts(cluster.name)  # the incident is over
+    state.set_in_sync_since(cluster=cluster.name, host=cluster.configured_primary,
+                            since=decision.in_sync_since)
+
+
+def probe_round(env: Env, cluster_name: str) -> Outcome:
+    """One observe → decide → act cycle for ``cluster_name`` (what beat runs)."""
+    cluster = env.topology.cluster(cluster_name)
+    policy = cluster.policy
+    # One round of a cluster at a time: rounds that pile up on a busy machine would only
+    # add load. The round lock covers observe + decide, not the action, so rounds keep
+    # observing while a change runs (the detector needs an unbroken window). A round that
+    # finds the previous one still running waits for it up to one interval instead of
+    # giving up at once: a round a little longer than the interval (a dead host costs the
+    # whole probe timeout) would otherwise skip every other tick and double detection.
+    try:
+        with env.state.lock(cluster=cluster.name, kind=LockKind.ROUND, wait_s=policy.probe_interval_s,
+                            ttl_s=max(10.0, 3 * (policy.probe_interval_s + policy.probe_timeout_s))):
+            busy_before = env.state.lock_holder(cluster.name)
+            observed = observe(env, cluster)
+            snapshot = observed.snapshot
+            holder = busy_before or env.state.lock_holder(cluster.name)
+            if holder is not None:
+                record(env, cluster, observed, None)
+                return Outcome(True, f"observed {cluster.name}; a topology change holds the "
+                                     f"lock ({holder}): not deciding now")
+            if env.state.epoch(cluster.name) != snapshot.epoch:
+                # A change finished while we probed: what we saw may predate it.
+                record(env, cluster, observed, None)
+                return Outcome(True, f"observed {cluster.name}; it moved to epoch "
+                                     f"{env.state.epoch(cluster.name)} meanwhile: not deciding")
+            decision = decide(snapshot, policy)
+            record(env, cluster, observed, decision)
+    except LockBusy:
+        return Outcome(True, f"skipped: the previous round of {cluster.name} is still running")
+    log.info("%s: %s", cluster.name, decision.reason)
+    outcome = act(env, cluster, decision, snapshot)
+    return Outcome(outcome.ok, outcome.summary, decision, outcome.epoch)
+
+
+def _health_word(m) -> str:
+    if m.host_liveness is not Liveness.UP:
+        return f"host {m.host_liveness.value}"
+    return "up" if m.service_liveness is Liveness.UP else f"service {m.service_liveness.value}"
+
+
+# Actions that a failure would otherwise repeat every round: they back off instead.
+# (A failed restart counts as an attempt and leads to failover; a failover changes the
+# primary, so the next decision differs.)
+BACKOFF_ACTIONS = (Action.DEMOTE_REJOINED, Action.RESYNC, Action.FAILBACK, Action.REASSERT)
+
+
+def act(env: Env, cluster: Cluster, decision: Decision, snapshot: ClusterSnapshot) -> Outcome:
+    """Carry out ``decision``, backing off an action that keeps failing."""
+    if decision.action not in BACKOFF_ACTIONS:
+        return _dispatch(env, cluster, decision, snapshot)
+    key = dict(cluster=cluster.name, action=decision.action.value, target=decision.target)
+    failures, retry_at = env.state.backoff(**key)
+    now = env.clock()
+    if retry_at > now:
+        return Outcome(True, f"not retrying {decision.action.value} of {decision.target} yet: "
+                             f"it failed {failures} time(s); next try in {retry_at - now:.0f} s",
+                       decision, snapshot.epoch)
+    outcome = _dispatch(env, cluster, decision, snapshot)
+    retry = env.state.record_action(**key, ok=outcome.ok, now=env.clock(),
+                                    base_s=2 * cluster.policy.probe_interval_s)
+    if retry is not None:
+        return Outcome(False, f"{outcome.summary} (next try in {retry - env.clock():.0f} s)",
+                       decision, outcome.epoch)
+    return outcome
+
+
+def _dispatch(env: Env, cluster: Cluster, decision: Decision,
+              snapshot: ClusterSnapshot) -> Outcome:
+    """Carry out ``decision`` (thin dispatch; each flow re-checks under the lock)."""
+    try:
+        if decision.action is Action.RESTART_SERVICE:
+            return restart_service(env, cluster, host=decision.target,
+                                   expected_epoch=snapshot.epoch, reason=decision.reason)
+        if decision.action is Action.FAILOVER:
+            return failover(env, cluster, to=decision.target, expected_epoch=snapshot.epoch,
+                            reason=decision.reason,
+                            old_primary_down=old_primary_host_down(snapshot))
+        if decision.action is Action.DEMOTE_REJOINED:
+            return demote_rejoined(env, cluster, host=decision.target,
+                                   expected_epoch=snapshot.epoch, reason=decision.reason)
+        if decision.action is Action.REASSERT:
+            return reassert(env, cluster, host=decision.target, expected_epoch=snapshot.epoch,
+                            reason=decision.reason)
+        if decision.action is Action.ADOPT:
+            return adopt(env, cluster, host=decision.target, epoch=decision.epoch,
+                         expected_epoch=snapshot.epoch, reason=decision.reason)
+        if decision.action is Action.RESUME:
+            return resume(env, cluster, expected_epoch=snapshot.epoch, reason=decision.reason)
+        if decision.action is Action.RESYNC:
+            return resync(env, cluster, host=decision.target, reason=decision.reason)
+        if decision.action is Action.FAILBACK:
+            return switchover(env, cluster, to=decision.target, expected_epoch=snapshot.epoch,
+                              reason=decision.reason, kind="failback")
+    except CrError as exc:
+        env.state.append_event(cluster=cluster.name, kind=EventKind.ERROR, at=env.clock(),
+                               data={"action": decision.action.value, "reason": str(exc)})
+        return Outcome(False, f"{decision.action.value} not done: {exc}", decision)
+    return Outcome(True, decision.reason, decision, snapshot.epoch)
+
+
+
+def old_primary_host_down(snapshot: ClusterSnapshot) -> bool:
+    """True when the live primary's host (not only its service) is down and a second
+    vantage confirmed it: the failover need not try to reach it."""
+    primary = snapshot.member(snapshot.primary) if snapshot.primary else None
+    return (primary is not None and primary.host_liveness is Liveness.DOWN
+            and primary.confirmed)
+
+
+def serving_elsewhere(env: Env, cluster: Cluster) -> list[str]:
+    """Members serving although they are not the live primary (an old primary back with
+    its service autostarted): a scheduled sync must not copy into them before they are
+    demoted. Two sources: the last round's verdicts, and the raw service probes of the
+    last two rounds, since verdicts lag a member that just came back (the detector wants
+    a few good probes in a row) while its service may already be serving."""
+    decision = env.state.last_decision(cluster.name) or {}
+    primary = env.state.primary(cluster.name)
+    serving = {h for h, word in (decision.get("members") or {}).items() if word == "up"}
+    return sorted((serving | _answered_lately(env, cluster)) - {primary})
+
+
+def _answered_lately(env: Env, cluster: Cluster) -> set[str]:
+    from cr_orchestrator.observe.health import Health
+    from cr_orchestrator.observe.store import ObservationStore
+
+    policy = cluster.policy
+    since = env.clock() - 2 * (policy.probe_interval_s + policy.probe_timeout_s)
+    store = ObservationStore(client=env.redis, prefix=env.prefix)
+    return {o.host for o in store.recent_for(hosts=cluster.hosts(), since=since)
+            if o.subject.startswith("service:") and o.health in (Health.OK, Health.DEGRADED)}
+
+
+def answering_now(env: Env, cluster: Cluster, *, timeout_s: float = 0.3) -> list[str]:
+    """Members other than the live primary that accept a connection on a service port
+    right now. The scheduled sync asks just before copying: a member that came back
+    between two rounds (no probe has seen it yet) may already serve."""
+    import socket
+    from concurrent.futures import ThreadPoolExecutor
+
+    primary = env.state.primary(cluster.name)
+    ports = sorted({c.port for service in cluster.services for c in service.checks})
+    pairs = [(m.host, env.topology.hosts[m.host].service_address, port)
+             for m in cluster.members if m.host != primary for port in ports]
+
+    def accepts(pair) -> bool:
+        try:
+            socket.create_connection(pair[1:], timeout=timeout_s).close()
+            return True
+        except OSError:
+            return False
+
+    if not pairs:
+        return []
+    with ThreadPoolExecutor(max_workers=min(16, len(pairs))) as pool:
+        return sorted({p[0] for p, ok in zip(pairs, pool.map(accepts, pairs)) if ok})

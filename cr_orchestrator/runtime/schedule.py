@@ -1,0 +1,175 @@
+"""The RedBeat schedule, generated from the inventory.
+
+One probe-round entry per cluster (every ``policy.probe_interval``) and one sync entry
+per replica set (every ``every``), each routed to the queue of the site of the cluster's
+live primary (the configured one until a promotion). Entry names start with
+:data:`ENTRY_PREFIX`, so entries the inventory no longer describes are found and deleted;
+entries of other origins are left alone.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+
+import redis as redis_lib
+from celery import Celery
+from celery.schedules import schedule as every
+from redbeat import RedBeatSchedulerEntry
+from redbeat.schedulers import RedBeatScheduler, get_redis
+
+from cr_orchestrator.runtime.celery_app import site_queue
+from cr_orchestrator.model import Cluster, Topology
+from cr_orchestrator.state.cluster import ClusterState
+
+ENTRY_PREFIX = "cr."
+PROBE_TASK = "cr.probe_round"
+SYNC_TASK = "cr.sync_set"
+
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Wanted:
+    name: str
+    task: str
+    interval_s: float
+    args: tuple
+    queue: str
+
+    def options(self) -> dict:
+        # A round that waited longer than two intervals is stale: drop it, a newer one comes.
+        return {"queue": self.queue, "expires": max(2 * self.interval_s, 5.0)}
+
+
+@dataclass(frozen=True)
+class ScheduleChange:
+    added: tuple[str, ...]
+    updated: tuple[str, ...]
+    removed: tuple[str, ...]
+    kept: tuple[str, ...]
+
+    def __str__(self) -> str:
+        return (f"schedule: {len(self.added)} added, {len(self.updated)} updated, "
+                f"{len(self.removed)} removed, {len(self.kept)} unchanged")
+
+
+def probe_entry_name(cluster: str) -> str:
+    return f"{ENTRY_PREFIX}probe.{cluster}"
+
+
+def sync_entry_name(cluster: str, replica_set: str) -> str:
+    return f"{ENTRY_PREFIX}sync.{cluster}.{replica_set}"
+
+
+def wanted_entries(*, topology: Topology, inventory_path: str,
+                   primaries: dict[str, str] | None = None) -> list[Wanted]:
+    """Pure: the entries the inventory calls for (``primaries``: live primary per cluster)."""
+    out = []
+    for name, cluster in sorted(topology.clusters.items()):
+        primary = (primaries or {}).get(name) or cluster.configured_primary
+        queue = site_queue(_site_of(topology, cluster, primary))
+        out.append(Wanted(probe_entry_name(name), PROBE_TASK, cluster.policy.probe_interval_s,
+                          (name, inventory_path), queue))
+        for rs in cluster.replica_sets:
+            out.append(Wanted(sync_entry_name(name, rs.name), SYNC_TASK, rs.every_s,
+                              (name, rs.name, inventory_path), queue))
+    return out
+
+
+def _site_of(topology: Topology, cluster: Cluster, primary: str) -> str:
+    if primary in topology.hosts and primary in cluster.hosts():
+        return topology.hosts[primary].site
+    return topology.hosts[cluster.configured_primary].site
+
+
+def existing_entries(app: Celery) -> dict[str, RedBeatSchedulerEntry]:
+    """Our entries now in RedBeat, by name."""
+    client = get_redis(app)  # also attaches app.redbeat_conf
+    conf_prefix = app.redbeat_conf.key_prefix
+    out = {}
+    for raw in client.zrange(app.redbeat_conf.schedule_key, 0, -1):
+        key = raw.decode() if isinstance(raw, bytes) else raw
+        name = key[len(conf_prefix):] if key.startswith(conf_prefix) else key
+        if not name.startswith(ENTRY_PREFIX):
+            continue
+        try:
+            out[name] = RedBeatSchedulerEntry.from_key(key, app=app)
+        except KeyError:  # listed but its hash is gone: drop the dangling member
+            client.zrem(app.redbeat_conf.schedule_key, key)
+    return out
+
+
+def missing_entries(app: Celery, topology: Topology, inventory_path: str) -> list[str]:
+    """Entries the inventory calls for that RedBeat does not hold (its keys were lost)."""
+    client = get_redis(app)
+    have = {raw.decode() if isinstance(raw, bytes) else raw
+            for raw in client.zrange(app.redbeat_conf.schedule_key, 0, -1)}
+    prefix = app.redbeat_conf.key_prefix
+    return [w.name for w in wanted_entries(topology=topology, inventory_path=inventory_path)
+            if prefix + w.name not in have]
+
+
+def _same(entry: RedBeatSchedulerEntry, want: Wanted) -> bool:
+    run_every = getattr(entry.schedule, "run_every", None)
+    return (entry.task == want.task and tuple(entry.args or ()) == want.args
+            and run_every == timedelta(seconds=want.interval_s)
+            and (entry.options or {}) == want.options())
+
+
+def sync_schedule(app: Celery, topology: Topology, inventory_path: str, *,
+                  primaries: dict[str, str] | None = None) -> ScheduleChange:
+    """Make RedBeat hold exactly the entries the inventory calls for.
+
+    New entries are added, changed ones rewritten (keeping their last run time), and
+    ``cr.*`` entries the inventory no longer describes are deleted.
+    """
+    have = existing_entries(app)
+    added, updated, kept = [], [], []
+    for want in wanted_entries(topology=topology, inventory_path=inventory_path,
+                               primaries=primaries):
+        current = have.pop(want.name, None)
+        if current is not None and _same(current, want):
+            kept.append(want.name)
+            continue
+        RedBeatSchedulerEntry(
+            name=want.name, task=want.task, schedule=every(timedelta(seconds=want.interval_s)),
+            args=list(want.args), options=want.options(), app=app,
+        ).save()
+        (updated if current is not None else added).append(want.name)
+    for entry in have.values():
+        entry.delete()
+    return ScheduleChange(tuple(added), tuple(updated), tuple(sorted(have)), tuple(kept))
+
+
+def live_primaries(*, topology: Topology, redis_client: redis_lib.Redis,
+                   prefix: str) -> dict[str, str]:
+    """Who Redis says is primary, per cluster (clusters never started are left out)."""
+    state = ClusterState(redis_client, prefix)
+    return {name: p for name in topology.clusters if (p := state.primary(name))}
+
+
+def follow_primaries(app: Celery, topology: Topology, inventory_path: str, *,
+                     redis_client: redis_lib.Redis, prefix: str) -> ScheduleChange:
+    """Re-route every cluster's entries to the site of its live primary (after a move)."""
+    return sync_schedule(app, topology, inventory_path, primaries=live_primaries(
+        topology=topology, redis_client=redis_client, prefix=prefix))
+
+
+class RedisTolerantScheduler(RedBeatScheduler):
+    """RedBeat's scheduler riding out a Redis restart (what `crctl run` starts beat with).
+
+    RedBeat lets a connection error of its tick end beat, and `crctl run` stops with its
+    child: one Redis restart would stop the whole orchestrator. While Redis is away no
+    task can be sent anyway, so a tick that cannot reach it says so and tries again in a
+    second. A lock another beat now owns still ends this one (LockError is not caught).
+    """
+
+    def tick(self, *args, **kwargs):
+        try:
+            return super().tick(*args, **kwargs)
+        except (redis_lib.ConnectionError, redis_lib.TimeoutError) as exc:
+            log.warning("beat: Redis unreachable (%s); trying again in 1 s", exc)
+            return 1.0
