@@ -19,14 +19,16 @@ from __future__ import annotations
 import os
 
 import pytest
-import redis
 
 REDIS_URL = os.environ.get("CR_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
 @pytest.fixture(scope="session")
 def redis_client():
-    """The real Redis server (CR_REDIS_URL); tests use their own key prefix, never FLUSHDB."""
+    """The real Redis server (CR_REDIS_URL); tests use their own key prefix, never FLUSHDB.
+    (redis-py is imported here, not at the top: the pure unit tests never load it.)"""
+    import redis
+
     client = redis.Redis.from_url(REDIS_URL)
     try:
         client.ping()

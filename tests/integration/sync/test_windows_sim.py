@@ -17,8 +17,7 @@ from cr_orchestrator.model import (ClientSwitch, Cluster, Host, Member, Platform
                                    ReplicaTarget, Role, Secret, Topology, WinRMSettings)
 from cr_orchestrator.act.sync import sync_replica_set
 
-wsman_sim = pytest.importorskip("cr_orchestrator.testworld.wsman_sim")
-Reply, WsmanSim = wsman_sim.Reply, wsman_sim.WsmanSim
+from cr_orchestrator.testworld.wsman_sim import Reply, WsmanSim
 
 SHADOW = "{6C3E1F0A-1111-2222-3333-444455556666}"
 CREATE = re.compile(r"-ClassName Win32_ShadowCopy -MethodName Create")
