@@ -170,7 +170,7 @@ def failover(env: Env, cluster: Cluster, *, to: str, expected_epoch: int, reason
                         # removed the first mail the new primary took. The one-script
                         # take-over ends that receiver before serving, so only then is
                         # there no need to wait for the sync's own timeout.
-                        source_is_down=old_primary_down and ends_incoming_sync(env, cluster, to)):
+                        source_is_down=old_primary_down and takes_over_by_script(env, cluster, to)):
             now = env.clock()
             epoch = env.state.promote(
                 cluster=cluster.name, new_primary=to, expected_epoch=expected_epoch, now=now,
@@ -198,7 +198,12 @@ def _move(env: Env, cluster: Cluster, playbook: str, *, new_primary: str,
     entry its promotion opened: also after a failed run (that is reported, and the
     rules repair what is left). A run that never ended (its worker was killed) or whose
     lease was lost keeps its entry: the next round resumes it."""
-    more = {"cr_old_primary_down": True} if old_primary_down else {}
+    # Python decides the path once (the playbooks only follow it): the one-script
+    # take-over for a Linux new primary whose services have control commands, the roles
+    # otherwise; only ever with the old primary's host confirmed down.
+    more = {"cr_old_primary_down": True,
+            "cr_fast_take_over": takes_over_by_script(env, cluster, new_primary)} \
+        if old_primary_down else {}
     result = _play(env, cluster, playbook, limit=None, why=why, lease=lease,
                    extravars=_extravars(cluster, new_primary=new_primary,
                                         old_primary=old_primary, epoch=epoch, **more))
@@ -267,11 +272,12 @@ def reassert(env: Env, cluster: Cluster, *, host: str, expected_epoch: int,
                                     f"{result.summary}", epoch=expected_epoch)
 
 
-def ends_incoming_sync(env: Env, cluster: Cluster, host: str) -> bool:
+def takes_over_by_script(env: Env, cluster: Cluster, host: str) -> bool:
     """True when a failover with the old primary down takes over ``host`` through the
-    one-script take-over (playbooks/includes/take_over_linux.yml): a Linux host whose
-    services all have control commands. That script kills any rsync still receiving into
-    the replicated paths before the service starts; the role path (Windows) does not."""
+    one-script take-over (playbooks/includes/take_over_linux.yml, passed as the extra
+    var ``cr_fast_take_over``): a Linux host whose services all have control commands.
+    That script also ends any rsync still receiving into the replicated paths before the
+    service starts; the role path (Windows) does not."""
     from cr_orchestrator.model import Platform
 
     return (env.topology.hosts[host].platform is Platform.LINUX
