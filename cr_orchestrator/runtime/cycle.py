@@ -21,6 +21,7 @@ Flows:
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from cr_orchestrator.act.changes import (  # noqa: F401 - re-exported: the flows' public API
@@ -183,39 +184,41 @@ def act(env: Env, cluster: Cluster, decision: Decision, snapshot: ClusterSnapsho
     return outcome
 
 
+Change = Callable[[Env, Cluster, Decision, ClusterSnapshot], Outcome]
+
+# Each action's change. NONE and HOLD change nothing. Every change re-checks, under the
+# cluster lock, the epoch the decision was made at.
+CHANGES: dict[Action, Change] = {
+    Action.RESTART_SERVICE: lambda env, c, d, s: restart_service(
+        env, c, host=d.target, expected_epoch=s.epoch, reason=d.reason),
+    Action.FAILOVER: lambda env, c, d, s: failover(
+        env, c, to=d.target, expected_epoch=s.epoch, reason=d.reason,
+        old_primary_down=old_primary_host_down(s)),
+    Action.DEMOTE_REJOINED: lambda env, c, d, s: demote_rejoined(
+        env, c, host=d.target, expected_epoch=s.epoch, reason=d.reason),
+    Action.REASSERT: lambda env, c, d, s: reassert(
+        env, c, host=d.target, expected_epoch=s.epoch, reason=d.reason),
+    Action.ADOPT: lambda env, c, d, s: adopt(
+        env, c, host=d.target, epoch=d.epoch, expected_epoch=s.epoch, reason=d.reason),
+    Action.RESUME: lambda env, c, d, s: resume(env, c, expected_epoch=s.epoch, reason=d.reason),
+    Action.RESYNC: lambda env, c, d, s: resync(env, c, host=d.target, reason=d.reason),
+    Action.FAILBACK: lambda env, c, d, s: switchover(
+        env, c, to=d.target, expected_epoch=s.epoch, reason=d.reason, kind="failback"),
+}
+
+
 def _dispatch(env: Env, cluster: Cluster, decision: Decision,
               snapshot: ClusterSnapshot) -> Outcome:
-    """Carry out ``decision`` (thin dispatch; each flow re-checks under the lock)."""
+    """Carry out ``decision`` through its entry in :data:`CHANGES`."""
+    change = CHANGES.get(decision.action)
+    if change is None:  # NONE, HOLD
+        return Outcome(True, decision.reason, decision, snapshot.epoch)
     try:
-        if decision.action is Action.RESTART_SERVICE:
-            return restart_service(env, cluster, host=decision.target,
-                                   expected_epoch=snapshot.epoch, reason=decision.reason)
-        if decision.action is Action.FAILOVER:
-            return failover(env, cluster, to=decision.target, expected_epoch=snapshot.epoch,
-                            reason=decision.reason,
-                            old_primary_down=old_primary_host_down(snapshot))
-        if decision.action is Action.DEMOTE_REJOINED:
-            return demote_rejoined(env, cluster, host=decision.target,
-                                   expected_epoch=snapshot.epoch, reason=decision.reason)
-        if decision.action is Action.REASSERT:
-            return reassert(env, cluster, host=decision.target, expected_epoch=snapshot.epoch,
-                            reason=decision.reason)
-        if decision.action is Action.ADOPT:
-            return adopt(env, cluster, host=decision.target, epoch=decision.epoch,
-                         expected_epoch=snapshot.epoch, reason=decision.reason)
-        if decision.action is Action.RESUME:
-            return resume(env, cluster, expected_epoch=snapshot.epoch, reason=decision.reason)
-        if decision.action is Action.RESYNC:
-            return resync(env, cluster, host=decision.target, reason=decision.reason)
-        if decision.action is Action.FAILBACK:
-            return switchover(env, cluster, to=decision.target, expected_epoch=snapshot.epoch,
-                              reason=decision.reason, kind="failback")
+        return change(env, cluster, decision, snapshot)
     except CrError as exc:
         env.state.append_event(cluster=cluster.name, kind=EventKind.ERROR, at=env.clock(),
                                data={"action": decision.action.value, "reason": str(exc)})
         return Outcome(False, f"{decision.action.value} not done: {exc}", decision)
-    return Outcome(True, decision.reason, decision, snapshot.epoch)
-
 
 
 def old_primary_host_down(snapshot: ClusterSnapshot) -> bool:

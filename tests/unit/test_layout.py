@@ -30,3 +30,10 @@ def test_only_the_configuration_module_reads_the_environment():
 def test_the_folders_name_the_cycle():
     steps = {p.name for p in PACKAGE.iterdir() if (p / "__init__.py").is_file()}
     assert {"observe", "decide", "act", "state", "remote", "runtime", "cli", "testworld"} <= steps
+
+
+def test_every_action_that_changes_something_has_its_change():
+    from cr_orchestrator.decide.rules import Action
+    from cr_orchestrator.runtime.cycle import CHANGES
+
+    assert set(CHANGES) == set(Action) - {Action.NONE, Action.HOLD}
