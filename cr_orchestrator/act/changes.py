@@ -19,6 +19,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import redis as redis_lib
 
@@ -34,27 +35,6 @@ FAILOVER_SYNC_WAIT_S = 60.0  # how long a failover waits for a running sync to e
 # A lease, extended every quarter of it while held: a worker killed in the middle of a
 # change frees the cluster within this, and the next round resumes the change.
 LOCK_TTL_S = 8.0
-
-
-@dataclass
-class Env:
-    """The real parts a flow acts through; tests may swap ``run_playbook``/``sync``."""
-
-    topology: Topology
-    redis: redis_lib.Redis
-    prefix: str = "cr"
-    run_playbook: Callable | None = None  # playbook_runner.run_playbook signature
-    sync: Callable | None = None  # sync.sync_replica_set signature
-    probe: Callable | None = None  # probes.probe_cluster signature
-    vault_password_file: str | None = None
-    clock: Callable[[], float] = time.time
-    state: ClusterState = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.state = ClusterState(self.redis, self.prefix)
-        self.run_playbook = self.run_playbook or _run_playbook
-        self.sync = self.sync or _sync_replica_set
-        self.probe = self.probe or _probe_cluster
 
 
 # Imported when first used: a worker that only probes never loads Ansible.
@@ -74,6 +54,25 @@ def _probe_cluster(**kwargs):
     from cr_orchestrator.observe.round import probe_cluster
 
     return probe_cluster(**kwargs)
+
+
+@dataclass(frozen=True)
+class Env:
+    """The real parts a flow acts through (frozen: a test swaps a part with
+    ``dataclasses.replace``)."""
+
+    topology: Topology
+    redis: redis_lib.Redis
+    prefix: str = "cr"
+    run_playbook: Callable[..., Any] = _run_playbook  # playbook_runner.run_playbook
+    sync: Callable[..., Any] = _sync_replica_set  # act.sync.sync_replica_set
+    probe: Callable[..., Any] = _probe_cluster  # observe.round.probe_cluster
+    vault_password_file: str | None = None
+    clock: Callable[[], float] = time.time
+    state: ClusterState = field(init=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "state", ClusterState(self.redis, self.prefix))
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ history says. (The real playbooks and sync run in tests/scenarios.)"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import time
 
@@ -213,7 +213,7 @@ def test_switchover_undoes_the_demotion_when_the_sync_is_refused(env, rec):
     def refuse(**kwargs):
         raise SyncError("refusing to sync mail from mail-a at epoch 0: epoch 3 already synced")
 
-    env.sync = refuse
+    env = replace(env, sync=refuse)
     out = cycle.switchover(env, cluster(env), to="mail-b", expected_epoch=0, reason="planned")
     assert not out.ok and "the final sync failed: refusing to sync" in out.summary
     assert rec.names() == ["demote", "promote", "switch_ip"]
@@ -225,7 +225,7 @@ def test_a_failing_demotion_backs_off_instead_of_running_every_round(env, rec):
 
     rec.fail_playbooks.add("demote")
     now = [1000.0]
-    env.clock = lambda: now[0]
+    env = replace(env, clock=lambda: now[0])
     decision = Decision(Action.DEMOTE_REJOINED, "mail-b", "demoting mail-b: it is serving")
     snap = ClusterSnapshot.empty("mail", now=now[0])
     first = cycle.act(env, cluster(env), decision, snap)
@@ -278,7 +278,6 @@ def test_failover_from_a_confirmed_down_host_still_waits_for_a_running_sync(env,
 
 def test_failover_from_a_confirmed_down_host_to_a_linux_take_over_does_not_wait(env, rec,
                                                                               monkeypatch):
-    from dataclasses import replace
 
     from cr_orchestrator.act import changes
     from cr_orchestrator import model as m
@@ -290,7 +289,7 @@ def test_failover_from_a_confirmed_down_host_to_a_linux_take_over_does_not_wait(
     controlled = replace(mail, services=tuple(
         replace(s, control=m.ServiceControl("mailctl start", "mailctl stop", "mailctl status"))
         for s in mail.services))
-    env.topology = replace(env.topology, clusters={**env.topology.clusters, "mail": controlled})
+    env = replace(env, topology=replace(env.topology, clusters={**env.topology.clusters, "mail": controlled}))
     monkeypatch.setattr(changes, "FAILOVER_SYNC_WAIT_S", 30)
     with env.state.lock(cluster="mail", replica_set="maildata"):
         started = time.monotonic()
@@ -318,7 +317,7 @@ def test_no_scheduled_sync_runs_while_a_failover_moves_the_primary(env, rec):
             seen.append(str(exc))
         return rec.run_playbook(**kwargs)
 
-    env.run_playbook = playbook
+    env = replace(env, run_playbook=playbook)
     assert cycle.failover(env, cluster(env), to="mail-b", expected_epoch=0, reason="down").ok
     assert seen and "set maildata of mail is locked" in seen[0]
     cycle.sync_sets(env, cluster(env), sets=["maildata"])
@@ -331,7 +330,7 @@ def test_a_round_that_overlapped_a_change_does_not_decide(env, rec):
             env.state.promote(cluster="mail", new_primary="mail-b", expected_epoch=0)
         return []
 
-    env.probe = probe_during_a_failover
+    env = replace(env, probe=probe_during_a_failover)
     out = cycle.probe_round(env, "mail")
     assert out.decision is None
     assert out.summary == "observed mail; it moved to epoch 1 meanwhile: not deciding"
@@ -434,7 +433,7 @@ def test_a_failover_journals_its_change_and_closes_it_when_the_playbook_ends(env
         seen.append(env.state.change("mail"))  # what a dead worker would leave behind
         return real(**kw)
 
-    env.run_playbook = looking
+    env = replace(env, run_playbook=looking)
     out = cycle.failover(env, cluster(env), to="mail-b", expected_epoch=0, reason="mail-a down",
                          old_primary_down=True)
     assert out.ok
@@ -468,7 +467,7 @@ def test_a_playbook_whose_lease_is_lost_is_cancelled_and_its_change_kept(env, re
         assert kw["cancel"].wait(5), "the playbook was not told to stop"
         return Result(ok=False, status="canceled", rc=-1, summary="canceled")
 
-    env.run_playbook = lose_the_lock
+    env = replace(env, run_playbook=lose_the_lock)
     out = cycle.failover(env, cluster(env), to="mail-b", expected_epoch=0, reason="down")
     assert not out.ok
     assert env.state.change("mail")["epoch"] == 1  # left for the next holder to resume
@@ -516,7 +515,7 @@ def test_observe_only_reads(env, rec):
     from cr_orchestrator.observe.health import ORCHESTRATOR, Health, Observation
 
     env.redis.delete(env.state.key("mail"))
-    env.probe = lambda **kw: [Observation("mail-a", ORCHESTRATOR, "host", Health.OK, 1.0)]
+    env = replace(env, probe=lambda **kw: [Observation("mail-a", ORCHESTRATOR, "host", Health.OK, 1.0)])
 
     def everything():
         return {k: env.redis.dump(k) for k in env.redis.scan_iter(match=f"{env.prefix}:*")}
