@@ -10,27 +10,15 @@ import shlex
 import subprocess
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 
 from cr_orchestrator.errors import LabError
-from cr_orchestrator.testworld.lab import build, inventory, netns, services
+from cr_orchestrator.testworld.lab import build, faults, inventory, netns, report, services
+from cr_orchestrator.testworld.lab.handle import HostAddresses
 from cr_orchestrator.testworld.lab.plan import (DNS_RECORD, DNS_ZONE, LAB_ROOT, HostPlatform, LabPlan,
                                       NodeKind, plan_lab, validate_name)
 
 DEFAULT_NAME = "crlab"
 DEFAULT_BASE = "198.18.0.0/20"
-
-
-@dataclass(frozen=True)
-class HostAddresses:
-    """Where a lab host is reachable: ``public`` (service/clients), ``cluster`` (management)."""
-
-    public: str
-    cluster: str
-    site: str
-    role: str
-    namespace: str
-    platform: str
 
 
 def lab_from_env() -> tuple[str, str]:
@@ -71,7 +59,7 @@ class Lab:
             service_argv = win.default_service_argv()
         lab = cls(plan, service_argv=service_argv)
         with lab.locked():
-            state = lab._read_state()
+            state = lab.read_state()
             if state and state.get("complete"):
                 lab._check_same_plan(state)
                 lab._ensure_running()
@@ -92,19 +80,19 @@ class Lab:
         plan = self.plan
         started = time.monotonic()
         services.prepare_lab_files(plan)
-        self._write_state({"complete": False, "pids": {}})
+        self.write_state({"complete": False, "pids": {}})
         for host in plan.hosts():
             services.prepare_host_files(plan, host.name)
         build.write_resolv_confs(plan)
         build.create_networks(plan)
         pids = build.start_all(plan, service_argv=self.service_argv)
         self.write_inventory()
-        self._write_state({"complete": True, "pids": pids,
+        self.write_state({"complete": True, "pids": pids,
                            "up_seconds": round(time.monotonic() - started, 2)})
 
     def _ensure_running(self) -> None:
         """``up`` on a running lab: restart whatever died (holders, sshd, services, named)."""
-        state = self._read_state()
+        state = self.read_state()
         pids = dict(state.get("pids", {}))
         if not netns.pid_alive(pids.get("named")):
             pids["named"] = services.start_named(self.plan)
@@ -157,14 +145,14 @@ class Lab:
     def state_path(self) -> str:
         return f"{self.plan.state_dir}/lab.json"
 
-    def _read_state(self) -> dict:
+    def read_state(self) -> dict:
         try:
             with open(self.state_path) as f:
                 return json.load(f)
         except FileNotFoundError:
             return {}
 
-    def _write_state(self, values: dict) -> None:
+    def write_state(self, values: dict) -> None:
         state = {"name": self.name, "base": self.plan.base, **self.plan.extra,
                  "service_argv": self.service_argv, "faults": {}, **values,
                  "hosts": {n: vars(a) for n, a in self.hosts.items()},
@@ -177,13 +165,13 @@ class Lab:
         os.replace(tmp, self.state_path)
 
     def _update_state(self, **values) -> dict:
-        state = self._read_state()
+        state = self.read_state()
         state.update(values)
-        self._write_state(state)
+        self.write_state(state)
         return state
 
     def pid(self, key: str) -> int | None:
-        return self._read_state().get("pids", {}).get(key)
+        return self.read_state().get("pids", {}).get(key)
 
     # --- the handle's public attributes -------------------------------------------------
     @property
@@ -286,21 +274,18 @@ class Lab:
     # --- faults (see faults.py) -----------------------------------------------------------
     def fail(self, host: str, mode: str, *, for_s: float | None = None,
              loss_pct: int = 30, delay_ms: int = 100) -> str:
-        from cr_orchestrator.testworld.lab import faults
 
         return faults.fail(self, host=host, mode=faults.FaultMode(mode), for_s=for_s,
                            loss_pct=loss_pct, delay_ms=delay_ms)
 
     def heal(self, host: str | None = None, *, modes: Sequence[str] | None = None) -> list[str]:
-        from cr_orchestrator.testworld.lab import faults
 
         return faults.heal(self, host=host,
                            modes=[faults.FaultMode(m) for m in modes] if modes else None)
 
     def faults(self) -> dict[str, dict]:
-        return self._read_state().get("faults", {})
+        return self.read_state().get("faults", {})
 
     def status(self) -> dict:
-        from cr_orchestrator.testworld.lab import report
 
         return report.status(self)

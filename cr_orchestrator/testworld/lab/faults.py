@@ -23,14 +23,12 @@ import signal
 import subprocess
 import sys
 import time
-from typing import TYPE_CHECKING
 
 from cr_orchestrator.errors import LabError
 from cr_orchestrator.testworld.lab import build, netns, services
 from cr_orchestrator.testworld.lab.plan import HostPlatform, Node, NodeKind
+from cr_orchestrator.testworld.lab.handle import LabHandle
 
-if TYPE_CHECKING:
-    from cr_orchestrator.testworld.lab.core import Lab
 
 ISOLATE_TABLE = "cr_lab_isolate"
 LOSS_TABLE = "cr_lab_loss"
@@ -50,14 +48,14 @@ HEAL_ORDER = (FaultMode.LINK, FaultMode.ISOLATE, FaultMode.LOSS, FaultMode.FREEZ
               FaultMode.CRASH, FaultMode.SERVICE)
 
 
-def _host_node(lab: Lab, host: str) -> Node:
+def _host_node(lab: LabHandle, host: str) -> Node:
     node = lab.plan.node(host)
     if node.kind is not NodeKind.HOST:
         raise LabError(f"{host} is not a lab host; faults apply to: {', '.join(lab.hosts)}")
     return node
 
 
-def fail(lab: Lab, *, host: str, mode: FaultMode, for_s: float | None = None,
+def fail(lab: LabHandle, *, host: str, mode: FaultMode, for_s: float | None = None,
          loss_pct: int = 30, delay_ms: int = 100) -> str:
     """Inject fault ``mode`` into HOST; returns a sentence saying what was done."""
     node = _host_node(lab, host)
@@ -66,7 +64,7 @@ def fail(lab: Lab, *, host: str, mode: FaultMode, for_s: float | None = None,
     if not 0 < loss_pct <= 100:
         raise LabError(f"--loss {loss_pct}: give a percentage between 1 and 100")
     with lab.locked():
-        state = lab._read_state()
+        state = lab.read_state()
         faults = state.setdefault("faults", {})
         active = faults.get(host, {})
         if mode in active:
@@ -79,18 +77,18 @@ def fail(lab: Lab, *, host: str, mode: FaultMode, for_s: float | None = None,
             record["heal_at"] = time.time() + for_s
             _start_timer(lab, host=host, mode=mode, for_s=for_s)
         faults.setdefault(host, {})[str(mode)] = record
-        lab._write_state(state)
+        lab.write_state(state)
     return f"{host}: {detail}" + (f" (heals itself in {for_s:g} s)" if for_s else "")
 
 
-def heal(lab: Lab, *, host: str | None = None,
+def heal(lab: LabHandle, *, host: str | None = None,
          modes: list[FaultMode] | None = None) -> list[str]:
     """Undo the recorded faults of HOST (or of every host); returns what was done."""
     if host is not None:
         _host_node(lab, host)
     done = []
     with lab.locked():
-        state = lab._read_state()
+        state = lab.read_state()
         faults = state.setdefault("faults", {})
         for name in [host] if host else list(faults):
             active = faults.get(name, {})
@@ -101,12 +99,12 @@ def heal(lab: Lab, *, host: str | None = None,
                     del active[str(mode)]
             if not active:
                 faults.pop(name, None)
-        lab._write_state(state)
+        lab.write_state(state)
     return done
 
 
 # --- crash ------------------------------------------------------------------------------
-def _crash(lab: Lab, node: Node, **_) -> str:
+def _crash(lab: LabHandle, node: Node, **_) -> str:
     netns.kill_ns_processes(node.namespace)
     cmds = []
     for lk in node.links:
@@ -115,7 +113,7 @@ def _crash(lab: Lab, node: Node, **_) -> str:
     return "crashed: every process killed, links down, addresses gone"
 
 
-def _uncrash(lab: Lab, node: Node, state: dict) -> str:
+def _uncrash(lab: LabHandle, node: Node, state: dict) -> str:
     build.configure_node(lab.plan, node)
     autostart = services.autostarts(lab.plan, node.name)
     pids = build.start_host(lab.plan, node, service_argv=lab.service_argv,
@@ -128,22 +126,22 @@ def _uncrash(lab: Lab, node: Node, state: dict) -> str:
 
 
 # --- link -----------------------------------------------------------------------------------
-def _set_ports(lab: Lab, node: Node, updown: str) -> None:
+def _set_ports(lab: LabHandle, node: Node, updown: str) -> None:
     netns.ip_batch([f"link set {lk.port} {updown}" for lk in node.links], ns=lab.plan.switch_ns)
 
 
-def _link(lab: Lab, node: Node, **_) -> str:
+def _link(lab: LabHandle, node: Node, **_) -> str:
     _set_ports(lab, node, "down")
     return "links cut (switch ports down)"
 
 
-def _unlink(lab: Lab, node: Node, state: dict) -> str:
+def _unlink(lab: LabHandle, node: Node, state: dict) -> str:
     _set_ports(lab, node, "up")
     return "links restored"
 
 
 # --- service --------------------------------------------------------------------------------
-def _stop_service(lab: Lab, node: Node, **_) -> str:
+def _stop_service(lab: LabHandle, node: Node, **_) -> str:
     if node.platform is HostPlatform.LINUX:
         lab.run_on(node.name, [lab.mailctl, "stop"], check=True)
         return "mail service stopped"
@@ -156,7 +154,7 @@ def _stop_service(lab: Lab, node: Node, **_) -> str:
     return "service stopped"
 
 
-def _start_service(lab: Lab, node: Node, state: dict) -> str:
+def _start_service(lab: LabHandle, node: Node, state: dict) -> str:
     if node.platform is HostPlatform.LINUX:
         lab.run_on(node.name, [lab.mailctl, "start"], check=True)
         return "mail service started"
@@ -169,19 +167,19 @@ def _start_service(lab: Lab, node: Node, state: dict) -> str:
 
 
 # --- freeze -----------------------------------------------------------------------------------
-def _freeze(lab: Lab, node: Node, **_) -> str:
+def _freeze(lab: LabHandle, node: Node, **_) -> str:
     pids = netns.ns_pids(node.namespace)
     netns.signal_pids(pids, signal.SIGSTOP)
     return f"frozen: {len(pids)} processes stopped"
 
 
-def _thaw(lab: Lab, node: Node, state: dict) -> str:
+def _thaw(lab: LabHandle, node: Node, state: dict) -> str:
     netns.signal_pids(netns.ns_pids(node.namespace), signal.SIGCONT)
     return "thawed: processes continued"
 
 
 # --- loss -------------------------------------------------------------------------------------
-def _loss(lab: Lab, node: Node, *, loss_pct: int, delay_ms: int, **_) -> str:
+def _loss(lab: LabHandle, node: Node, *, loss_pct: int, delay_ms: int, **_) -> str:
     ns = ["ip", "netns", "exec", node.namespace]
     tried = netns.run(ns + ["tc", "qdisc", "add", "dev", node.links[0].ifname, "root", "netem",
                             "loss", f"{loss_pct}%", "delay", f"{delay_ms}ms"], check=False)
@@ -198,7 +196,7 @@ def _loss(lab: Lab, node: Node, *, loss_pct: int, delay_ms: int, **_) -> str:
             f"sch_netem: {tried.stderr.strip()})")
 
 
-def _unloss(lab: Lab, node: Node, state: dict) -> str:
+def _unloss(lab: LabHandle, node: Node, state: dict) -> str:
     ns = ["ip", "netns", "exec", node.namespace]
     for lk in node.links:
         netns.run(ns + ["tc", "qdisc", "del", "dev", lk.ifname, "root"], check=False)
@@ -207,7 +205,7 @@ def _unloss(lab: Lab, node: Node, state: dict) -> str:
 
 
 # --- isolate ------------------------------------------------------------------------------------
-def _isolate(lab: Lab, node: Node, **_) -> str:
+def _isolate(lab: LabHandle, node: Node, **_) -> str:
     roots = ", ".join(lab.root_addresses)
     rules = (f"table inet {ISOLATE_TABLE} {{\n"
              f" chain in {{\n  type filter hook input priority -10;\n  ip saddr {{ {roots} }} drop\n }}\n"
@@ -217,7 +215,7 @@ def _isolate(lab: Lab, node: Node, **_) -> str:
     return "isolated from the orchestrator (root namespace); peers still reach it"
 
 
-def _unisolate(lab: Lab, node: Node, state: dict) -> str:
+def _unisolate(lab: LabHandle, node: Node, state: dict) -> str:
     netns.run(["ip", "netns", "exec", node.namespace, "nft", "delete", "table", "inet",
                ISOLATE_TABLE], check=False)
     return "isolation removed"
@@ -230,11 +228,11 @@ UNDO = {FaultMode.CRASH: _uncrash, FaultMode.LINK: _unlink, FaultMode.SERVICE: _
 
 
 # --- --for timers -------------------------------------------------------------------------
-def _timer_pidfile(lab: Lab, host: str, mode: FaultMode) -> str:
+def _timer_pidfile(lab: LabHandle, host: str, mode: FaultMode) -> str:
     return f"{lab.state_dir}/run/timer-{host}.{mode}"
 
 
-def _start_timer(lab: Lab, *, host: str, mode: FaultMode, for_s: float) -> None:
+def _start_timer(lab: LabHandle, *, host: str, mode: FaultMode, for_s: float) -> None:
     env = dict(os.environ, CR_LAB_TIMER=lab.name)
     with open(f"{lab.state_dir}/log/timers.log", "ab") as log:
         proc = subprocess.Popen(
@@ -246,7 +244,7 @@ def _start_timer(lab: Lab, *, host: str, mode: FaultMode, for_s: float) -> None:
         f.write(f"{proc.pid}\n")
 
 
-def _cancel_timer(lab: Lab, *, host: str, mode: FaultMode) -> None:
+def _cancel_timer(lab: LabHandle, *, host: str, mode: FaultMode) -> None:
     path = _timer_pidfile(lab, host, mode)
     if not os.path.exists(path):
         return

@@ -7,13 +7,11 @@ from __future__ import annotations
 
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING
 
 from cr_orchestrator.testworld.lab import netns
 from cr_orchestrator.testworld.lab.plan import HostPlatform
+from cr_orchestrator.testworld.lab.handle import LabHandle
 
-if TYPE_CHECKING:
-    from cr_orchestrator.testworld.lab.core import Lab
 
 
 def _addresses(namespace: str) -> list[str]:
@@ -22,7 +20,7 @@ def _addresses(namespace: str) -> list[str]:
             if " inet " in line and line.split()[1] != "lo"]
 
 
-def _service_state(lab: Lab, host: str, platform: str) -> str:
+def _service_state(lab: LabHandle, host: str, platform: str) -> str:
     if platform == HostPlatform.WINDOWS:
         return "running" if netns.pid_alive(lab.pid(f"service:{host}")) else "stopped"
     try:
@@ -34,7 +32,7 @@ def _service_state(lab: Lab, host: str, platform: str) -> str:
     return "running" if proc.returncode == 0 else "stopped"
 
 
-def _resolve(lab: Lab) -> str:
+def _resolve(lab: LabHandle) -> str:
     import dns.message
     import dns.query
 
@@ -47,7 +45,7 @@ def _resolve(lab: Lab) -> str:
     return ", ".join(found) or "no A record"
 
 
-def _host_row(lab: Lab, name: str, faults: dict) -> dict:
+def _host_row(lab: LabHandle, name: str, faults: dict) -> dict:
     addrs = lab.hosts[name]
     holder_up = netns.pid_alive(lab.pid(f"holder:{name}"))
     row = {"host": name, "site": addrs.site, "role": addrs.role, "platform": addrs.platform,
@@ -62,7 +60,7 @@ def _host_row(lab: Lab, name: str, faults: dict) -> dict:
     return row
 
 
-def status(lab: Lab) -> dict:
+def status(lab: LabHandle) -> dict:
     faults = lab.faults()
     with ThreadPoolExecutor(max_workers=4) as pool:
         rows = list(pool.map(lambda h: _host_row(lab, h, faults), lab.hosts))
