@@ -29,6 +29,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+from cr_orchestrator.procs import pid_alive
 from cr_orchestrator.content import content_root
 from cr_orchestrator.runtime.config import runtime, search_path
 from cr_orchestrator.errors import ConfigError, PlaybookError
@@ -147,21 +148,11 @@ class _Stopper:
                 return False
         if self._term_sent_at is None:
             self._term_sent_at = now
-            if self.pid and _alive(self.pid):
+            if self.pid and pid_alive(self.pid):
                 os.kill(self.pid, signal.SIGTERM)
                 return False
             return True
-        return not (self.pid and _alive(self.pid)) or now - self._term_sent_at >= TERM_GRACE_S
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+        return not (self.pid and pid_alive(self.pid)) or now - self._term_sent_at >= TERM_GRACE_S
 
 
 def run_playbook(*, playbook: str, inventory: str | Path,

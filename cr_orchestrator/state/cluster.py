@@ -34,6 +34,7 @@ from dataclasses import dataclass
 import redis
 from redis.exceptions import LockError
 
+from cr_orchestrator.procs import pid_alive
 from cr_orchestrator.errors import StateError
 from cr_orchestrator.model import Secret, Topology
 
@@ -149,21 +150,11 @@ def release_dead_holders(client: redis.Redis, prefix: str, *,
             continue
         host, _, rest = token.decode(errors="replace").partition(":")
         pid = rest.split(":", 1)[0]
-        if host != me or not pid.isdigit() or _alive(int(pid)):
+        if host != me or not pid.isdigit() or pid_alive(int(pid)):
             continue
         if delete_if(keys=[key], args=[token]):
             freed.append(key.decode())
     return freed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class EventKind(enum.StrEnum):

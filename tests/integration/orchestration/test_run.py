@@ -111,38 +111,53 @@ def test_restart_back_off_doubles_up_to_a_bound():
     assert [restart_delay(n) for n in (1, 2, 3, 4, 5, 6, 9)] == [1, 2, 4, 8, 16, 30, 30]
 
 
+class RunningCrctl:
+    """`crctl run` over the unreachable inventory, stopped with SIGTERM by ``stop()``
+    (which returns everything it printed), or killed with its children if a test fails."""
+
+    def __init__(self, tmp_path, prefix: str) -> None:
+        inventory = tmp_path / "hosts.yml"
+        inventory.write_text(UNREACHABLE_INVENTORY)
+        self.proc = subprocess.Popen(
+            [CRCTL, "run", "-i", str(inventory), "--redis-url", REDIS_URL, "--prefix", prefix,
+             "--concurrency", "1", "--stop-timeout", "15", "--loglevel", "WARNING"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    def stop(self) -> str:
+        assert self.proc.poll() is None, "crctl run stopped on its own"
+        self.proc.send_signal(signal.SIGTERM)
+        output, _ = self.proc.communicate(timeout=40)
+        assert self.proc.returncode == 0, output
+        return output
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            for pgid in children_of(self.proc.pid):
+                os.killpg(pgid, signal.SIGKILL)
+
+
 def test_a_killed_worker_is_started_again_and_rounds_go_on(tmp_path, prefix, redis_client):
     """SIGKILL of the worker and its pool (as an OOM killer or an operator's mistake
     would): `crctl run` keeps running, starts a new worker, and rounds are decided again."""
-    inventory = tmp_path / "hosts.yml"
-    inventory.write_text(UNREACHABLE_INVENTORY)
-    proc = subprocess.Popen(
-        [CRCTL, "run", "-i", str(inventory), "--redis-url", REDIS_URL, "--prefix", prefix,
-         "--concurrency", "1", "--stop-timeout", "15", "--loglevel", "WARNING"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    run = RunningCrctl(tmp_path, prefix)
     try:
         state = ClusterState(redis_client, prefix)
         wait_for(lambda: state.last_decision("mail"), 45, "a first decision")
-        groups = wait_for(lambda: children_of(proc.pid) if len(children_of(proc.pid)) == 2
-                          else None, 10, "worker and beat")
+        groups = wait_for(lambda: children_of(run.proc.pid)
+                          if len(children_of(run.proc.pid)) == 2 else None, 10, "worker and beat")
         worker = next(pid for pid in groups if "worker" in Path(f"/proc/{pid}/cmdline")
                       .read_text())
         os.killpg(worker, signal.SIGKILL)
         killed_at = time.time()
-        wait_for(lambda: len(children_of(proc.pid)) == 2 and worker not in children_of(proc.pid),
-                 20, "a new worker")
+        wait_for(lambda: len(children_of(run.proc.pid)) == 2
+                 and worker not in children_of(run.proc.pid), 20, "a new worker")
         wait_for(lambda: (state.last_decision("mail") or {}).get("at", 0) > killed_at + 1, 45,
                  "a round decided by the new worker")
-        assert proc.poll() is None, "crctl run stopped when its worker died"
-        proc.send_signal(signal.SIGTERM)
-        output, _ = proc.communicate(timeout=40)
+        output = run.stop()
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            for pgid in children_of(proc.pid):
-                os.killpg(pgid, signal.SIGKILL)
+        run.kill()
     assert "worker exited with -9; starting it again in 1 s" in output, output
-    assert proc.returncode == 0, output
 
 
 def test_a_redis_that_lost_every_key_does_not_stop_the_orchestrator(tmp_path, prefix,
@@ -150,28 +165,16 @@ def test_a_redis_that_lost_every_key_does_not_stop_the_orchestrator(tmp_path, pr
     """Every key of the prefix deleted (a Redis restarted without persistence) while
     `crctl run` runs: beat loses its lock and is started again, the schedule is written
     again from the inventory, and rounds are decided again within 30 s."""
-    inventory = tmp_path / "hosts.yml"
-    inventory.write_text(UNREACHABLE_INVENTORY)
-    proc = subprocess.Popen(
-        [CRCTL, "run", "-i", str(inventory), "--redis-url", REDIS_URL, "--prefix", prefix,
-         "--concurrency", "1", "--stop-timeout", "15", "--loglevel", "WARNING"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    run = RunningCrctl(tmp_path, prefix)
     try:
         state = ClusterState(redis_client, prefix)
         wait_for(lambda: state.last_decision("mail"), 45, "a first decision")
-        keys = list(redis_client.scan_iter(match=f"{prefix}:*"))
-        redis_client.delete(*keys)
+        redis_client.delete(*redis_client.scan_iter(match=f"{prefix}:*"))
         lost_at = time.time()
         wait_for(lambda: (state.last_decision("mail") or {}).get("at", 0) > lost_at, 30,
                  "a round decided after the keys were lost")
         assert state.seeded("mail")  # the state came back as the inventory's word
-        assert proc.poll() is None, "crctl run stopped"
-        proc.send_signal(signal.SIGTERM)
-        output, _ = proc.communicate(timeout=40)
+        output = run.stop()
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            for pgid in children_of(proc.pid):
-                os.killpg(pgid, signal.SIGKILL)
+        run.kill()
     assert "writing it again from the inventory" in output, output
-    assert proc.returncode == 0, output
