@@ -31,6 +31,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import TypedDict
 
 from cr_orchestrator.observe.health import ORCHESTRATOR, Health, Liveness, Observation
 from cr_orchestrator.model import Cluster, Policy
@@ -98,6 +99,13 @@ class Assessment:
     hosts: dict[str, HostAssessment]
     observer_isolated: bool
     reason: str
+
+
+class _Common(TypedDict):
+    """What every verdict of :func:`combine` carries whatever its liveness."""
+
+    views: tuple[View, ...]
+    degraded: bool
 
 
 _SEVERITY = {Liveness.UP: 0, Liveness.UNKNOWN: 1, Liveness.SUSPECT: 2, Liveness.DOWN: 3}
@@ -205,7 +213,7 @@ def combine(*, what: str, views: list[View], policy: Policy, now: float) -> Verd
     failing = [v for v in current if v.liveness in (Liveness.SUSPECT, Liveness.DOWN)]
     orch = next((v for v in views if v.vantage == ORCHESTRATOR), None)
     degraded = any(v.degraded for v in up)
-    common = dict(views=tuple(views), degraded=degraded)
+    common: _Common = {"views": tuple(views), "degraded": degraded}
     if up and orch is not None and orch in failing:
         return Verdict(Liveness.UP, (
             f"{what} is up: the orchestrator has failed to reach it for {orch.failures} "
@@ -247,8 +255,11 @@ def _unknown_reason(what: str, views: list[View], policy: Policy, now: float) ->
 
 
 # ---------------------------------------------------------------- the whole cluster
-def _rounds(observations: Iterable[Observation]):
-    by_key: dict[tuple[str, str], dict[float, list[Observation]]] = defaultdict(
+_Rounds = dict[tuple[str, str], dict[float, list[Observation]]]  # (host, vantage) → at → round
+
+
+def _rounds(observations: Iterable[Observation]) -> _Rounds:
+    by_key: _Rounds = defaultdict(
         lambda: defaultdict(list))
     for o in observations:
         if o.subject == "vantage":
@@ -290,10 +301,10 @@ def assess(*, cluster: Cluster, observations: Iterable[Observation], now: float,
         machine = combine(what=host, views=host_views.get(host, []), policy=policy, now=now)
         services = {n: combine(what=f"{n} on {host}", views=service_views.get((host, n), []),
                                policy=policy, now=now) for n in names}
-        via = (combine(what=f"the service through the shared IP (primary {host})",
-                       views=shared_views[host], policy=policy, now=now)
-               if shared_views.get(host) else None)
-        hosts[host] = HostAssessment(host, machine, services, via)
+        clients = (combine(what=f"the service through the shared IP (primary {host})",
+                           views=shared_views[host], policy=policy, now=now)
+                   if shared_views.get(host) else None)
+        hosts[host] = HostAssessment(host, machine, services, clients)
     if not isolated:
         cut = [h for h, a in hosts.items() if a.machine.observer_cut_off]
         reason = (f"the orchestrator cannot reach {', '.join(cut)} but a peer can: "

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, replace
+from typing import TypedDict, Unpack
 
 from cr_orchestrator.observe.health import Liveness
 from cr_orchestrator.state.host_records import HostRecord
@@ -63,6 +64,7 @@ class Situation(enum.StrEnum):
     """What a decision is about, as a code (history keys on it, never on the sentence)."""
 
     OBSERVER_ISOLATED = "observer_isolated"
+    OBSERVER_CUT_OFF = "observer_cut_off"  # up by its peers' word: the orchestrator can't see it
     BAD_HOST_RECORD = "bad_host_record"
     HOSTS_AHEAD = "hosts_ahead"
     HOSTS_AHEAD_UNCLEAR = "hosts_ahead_unclear"
@@ -145,6 +147,25 @@ class MemberState:
     via_shared_ip: Liveness = Liveness.UNKNOWN
     via_shared_ip_failures: int = 0
     record: HostRecord | None = None  # its epoch and role records; None: not read lately
+
+
+class MemberChanges(TypedDict, total=False):
+    """Keyword arguments of :func:`with_member`: any :class:`MemberState` field but
+    ``host`` (which names the member to change)."""
+
+    role: Role
+    priority: int
+    host_liveness: Liveness
+    service_liveness: Liveness
+    confirmed: bool
+    failures: int
+    vantages: int
+    lag_s: float | None
+    up_rounds: int
+    observer_cut_off: bool
+    via_shared_ip: Liveness
+    via_shared_ip_failures: int
+    record: HostRecord | None
 
 
 @dataclass(frozen=True)
@@ -452,9 +473,9 @@ def _healthy_primary(snapshot: ClusterSnapshot, policy: Policy, primary: MemberS
         # applies while a second vantage sees it serving).
         tail = (" as its peers see it serving; the orchestrator cannot reach it itself: "
                 "cut off from it, not failing over on its own view alone" + tail)
-    return _decision(Situation.PRIMARY_UP,
-        Action.NONE, None, f"{primary.host} is primary (epoch {snapshot.epoch}) and up{tail}"
-    )
+    situation = Situation.OBSERVER_CUT_OFF if primary.observer_cut_off else Situation.PRIMARY_UP
+    return _decision(situation, Action.NONE, None,
+                     f"{primary.host} is primary (epoch {snapshot.epoch}) and up{tail}")
 
 
 def _failback(snapshot: ClusterSnapshot, policy: Policy, primary: MemberState) -> Decision | None:
@@ -494,10 +515,11 @@ def ineligibility(
         return f"{m.host} is a replica (promoted only by an operator)"
     if m.host_liveness is not Liveness.UP:
         return f"{m.host} is {m.host_liveness.value}"
-    if snapshot.replicated and m.lag_s is None:
-        return f"{m.host} has never been synced"
-    if snapshot.replicated and m.lag_s > policy.max_replica_lag_s:
-        return f"{m.host} replica {m.lag_s:.0f} s behind (max {policy.max_replica_lag_s:.0f} s)"
+    if snapshot.replicated:
+        if m.lag_s is None:
+            return f"{m.host} has never been synced"
+        if m.lag_s > policy.max_replica_lag_s:
+            return f"{m.host} replica {m.lag_s:.0f} s behind (max {policy.max_replica_lag_s:.0f} s)"
     return None
 
 
@@ -556,14 +578,15 @@ def _failover(snapshot: ClusterSnapshot, policy: Policy, primary: MemberState) -
     )
 
 
-def with_member(snapshot: ClusterSnapshot, host: str, **changes) -> ClusterSnapshot:
+def with_member(snapshot: ClusterSnapshot, host: str,
+                **changes: Unpack[MemberChanges]) -> ClusterSnapshot:
     """A copy of ``snapshot`` with one member's fields changed (handy for tests and flows)."""
     members = tuple(replace(m, **changes) if m.host == host else m for m in snapshot.members)
     return replace(snapshot, members=members)
 
 
 __all__ = [
-    "Action", "ClusterSnapshot", "Decision", "Interrupted", "MemberState", "decide",
-    "ineligibility",
+    "Action", "ClusterSnapshot", "Decision", "Interrupted", "MemberChanges", "MemberState",
+    "decide", "ineligibility",
     "rank_targets", "with_member",
 ]

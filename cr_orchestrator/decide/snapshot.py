@@ -7,7 +7,9 @@ No I/O: the flows read Redis and the stores, this module only reshapes values, s
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any, TypedDict
 
+from cr_orchestrator.decide.detector import Assessment, HostAssessment
 from cr_orchestrator.decide.rules import ClusterSnapshot, Interrupted, MemberState
 from cr_orchestrator.observe.health import ORCHESTRATOR, Liveness, Observation
 from cr_orchestrator.state.host_records import HostRecord, parse_record
@@ -30,8 +32,11 @@ def latest_records(*, cluster: str, observations: list[Observation],
     return out
 
 
-def interrupted_change(change: Mapping | None) -> Interrupted | None:
-    """The journaled change (``ClusterState.change``) as ``decide`` reads it."""
+def interrupted_change(change: Mapping[str, Any] | None) -> Interrupted | None:
+    """The journaled change (``ClusterState.change``) as ``decide`` reads it.
+
+    ``change`` is the JSON object read from Redis (``Any``: its values are converted
+    here, as ``ClusterState.change`` checked only kind, new_primary and epoch)."""
     if not change:
         return None
     return Interrupted(kind=str(change["kind"]), new_primary=str(change["new_primary"]),
@@ -51,26 +56,28 @@ def member_lags(*, cluster: Cluster, per_set: Mapping[str, Mapping[str, object]]
         if member == primary:
             lags[member] = 0.0
             continue
-        worst: float | None = 0.0
+        worst, never_synced = 0.0, False
         for rs in cluster.replica_sets:
             record = per_set.get(rs.name, {}).get(member)
-            lag = getattr(record, "lag_s", None) if record is not None else None
+            # duck-typed: any record with a ``lag_s`` (state.freshness.Freshness)
+            lag: float | None = getattr(record, "lag_s", None) if record is not None else None
             if lag is None:
-                worst = None
+                never_synced = True
                 break
             worst = max(worst, float(lag))
-        lags[member] = worst if cluster.replica_sets else None
+        lags[member] = worst if cluster.replica_sets and not never_synced else None
     return lags
 
 
-def build_snapshot(*, cluster: Cluster, assessment, primary: str | None, epoch: int,
-                   paused: bool, lags: Mapping[str, float | None], restart_attempts: int,
+def build_snapshot(*, cluster: Cluster, assessment: Assessment | None, primary: str | None,
+                   epoch: int, paused: bool, lags: Mapping[str, float | None], restart_attempts: int,
                    recent_failovers: tuple[float, ...], failback_in_sync_since: float | None,
                    now: float, records: Mapping[str, HostRecord] | None = None,
                    seeded: bool = False, interrupted: Interrupted | None = None
                    ) -> ClusterSnapshot:
-    """The frozen picture ``decide`` reads (``assessment``: a detector.Assessment)."""
-    members = []
+    """The frozen picture ``decide`` reads (``assessment``: the detector's; None: no
+    verdicts, every member UNKNOWN)."""
+    members: list[MemberState] = []
     for m in cluster.members:
         view = assessment.hosts.get(m.host) if assessment is not None else None
         if view is None:
@@ -104,7 +111,14 @@ def build_snapshot(*, cluster: Cluster, assessment, primary: str | None, epoch: 
     )
 
 
-def _via_shared_ip(view) -> dict:
+class _ViaSharedIp(TypedDict, total=False):
+    """The :class:`MemberState` fields on what clients see (absent: no shared-IP check)."""
+
+    via_shared_ip: Liveness
+    via_shared_ip_failures: int
+
+
+def _via_shared_ip(view: HostAssessment) -> _ViaSharedIp:
     via = view.via_shared_ip
     if via is None:
         return {}

@@ -7,6 +7,7 @@ observations into :class:`Liveness` verdicts; the decision engine reads those.
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 ORCHESTRATOR = "orchestrator"  # the vantage name of the orchestrator's own probes
@@ -41,4 +42,6 @@ class Observation:
     at: float  # unix time the probe started
     latency_s: float | None = None
     error: str | None = None  # short, secret-free reason when not OK
-    detail: dict = field(default_factory=dict, compare=False, hash=False)
+    # JSON-serialisable extras (address, port, target, service, refused, records, ...);
+    # read-only once the observation is made (it is stored in Redis as JSON)
+    detail: Mapping[str, object] = field(default_factory=dict, compare=False, hash=False)

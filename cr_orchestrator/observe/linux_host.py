@@ -20,7 +20,9 @@ import shlex
 import socket
 import subprocess
 import time
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from cr_orchestrator.observe.health import ORCHESTRATOR, Health, Observation
 from cr_orchestrator.model import Host, Service
@@ -160,8 +162,11 @@ def run_ssh(*, argv: list[str], deadline_s: float, stdin: str = "") -> SshRun:
     return ssh.run(argv, deadline_s=deadline_s, stdin=stdin)
 
 
-def parse_report(text: str) -> dict:
-    """The remote JSON report; ValueError naming the problem when it is not one."""
+def parse_report(text: str) -> dict[str, Any]:
+    """The remote JSON report; ValueError naming the problem when it is not one.
+
+    Parsed JSON (``Any``): only the version and the ``services`` and ``paths`` objects are
+    checked here; :func:`observations_from_report` reads the rest defensively."""
     line = next((ln for ln in reversed(text.strip().splitlines()) if ln.startswith("{")), None)
     if line is None:
         raise ValueError(f"no JSON report in output {text[:120]!r}")
@@ -179,8 +184,8 @@ def _last_line(text: str) -> str:
     return lines[-1][:200] if lines else ""
 
 
-def observations_from_report(*, host: str, report: dict, services: list[Service], at: float,
-                             latency_s: float, min_free_bytes: int = MIN_FREE_BYTES,
+def observations_from_report(*, host: str, report: Mapping[str, Any], services: list[Service],
+                             at: float, latency_s: float, min_free_bytes: int = MIN_FREE_BYTES,
                              vantage: str = ORCHESTRATOR) -> list[Observation]:
     """Turn a parsed report into a "host" and one "service:<name>" observation each."""
     paths = {p: int(v) for p, v in report["paths"].items()}
@@ -203,7 +208,7 @@ def observations_from_report(*, host: str, report: dict, services: list[Service]
     return result
 
 
-def _service_observation(host: str, vantage: str, service: Service, state: dict | None,
+def _service_observation(host: str, vantage: str, service: Service, state: object,
                          at: float, latency_s: float) -> Observation:
     subject = f"service:{service.name}"
     if not isinstance(state, dict) or not isinstance(state.get("rc"), int):

@@ -24,11 +24,16 @@ import binascii
 import shlex
 import time
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cr_orchestrator.observe.health import Health, Observation
 from cr_orchestrator.model import Check, CheckKind, Host, Platform
 from cr_orchestrator.observe import protocol, linux_host
 from cr_orchestrator.observe.protocol import CheckTarget
+
+if TYPE_CHECKING:  # imported when first used (owned by the WinRM helper)
+    from cr_orchestrator.remote.winrm import WinRMShell, WinRMShellPool
 
 RC_ANSWERED, RC_CONNECT_FAILED, RC_REFUSED, RC_TIMEOUT = 0, 111, 112, 124
 MARK = "CRPEER"
@@ -168,7 +173,9 @@ def judge(*, target: CheckTarget, answer: PeerAnswer | None, peer: str, at: floa
           timeout_s: float) -> Observation:
     """One peer observation of ``target`` from the parsed answer (pure)."""
     subject = protocol.subject_of(target.check, target.address)
-    detail = {"address": target.address, "port": target.check.port, "target": target.target}
+    error: str | None
+    detail: dict[str, object] = {"address": target.address, "port": target.check.port,
+                                 "target": target.target}
     if target.service:
         detail["service"] = target.service
     if answer is None:
@@ -202,10 +209,10 @@ def vantage_failed(*, targets: list[CheckTarget], peer: str, at: float, latency_
                         f"peer {peer} could not run its checks: {error}") for h in hosts]
 
 
-_PEER_POOL = None
+_PEER_POOL: WinRMShellPool | None = None
 
 
-def _peer_pool():
+def _peer_pool() -> WinRMShellPool:
     """Peer scripts get their own shells: the host probe of the same host runs concurrently."""
     global _PEER_POOL
     if _PEER_POOL is None:
@@ -215,7 +222,8 @@ def _peer_pool():
     return _PEER_POOL
 
 
-def _run_windows(peer: Host, script: str, deadline_s: float, shell) -> tuple[str | None, str]:
+def _run_windows(peer: Host, script: str, deadline_s: float,
+                 shell: WinRMShell | None) -> tuple[str | None, str]:
     if peer.winrm is None:
         return None, f"no WinRM settings for {peer.name}"
     try:
@@ -228,7 +236,8 @@ def _run_windows(peer: Host, script: str, deadline_s: float, shell) -> tuple[str
     return result.stdout, ""
 
 
-def _run_linux(peer: Host, script: str, deadline_s: float, control_dir) -> tuple[str | None, str]:
+def _run_linux(peer: Host, script: str, deadline_s: float,
+               control_dir: Path | None) -> tuple[str | None, str]:
     control_dir = control_dir or linux_host.default_control_dir()
     try:
         control_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -249,7 +258,8 @@ def _run_linux(peer: Host, script: str, deadline_s: float, control_dir) -> tuple
 
 
 def probe_from_peer(*, peer: Host, targets: list[CheckTarget], timeout_s: float,
-                    at: float | None = None, control_dir=None, shell=None) -> list[Observation]:
+                    at: float | None = None, control_dir: Path | None = None,
+                    shell: WinRMShell | None = None) -> list[Observation]:
     """Have ``peer`` run ``targets`` within ``timeout_s`` in total; never raises.
 
     Each connect/read gets a share of the budget so the session's own set-up fits too.

@@ -21,7 +21,9 @@ import socket
 import ssl
 import struct
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TypedDict
 
 from cr_orchestrator.observe.health import ORCHESTRATOR, Health, Observation
 from cr_orchestrator.model import Check, CheckKind
@@ -44,7 +46,7 @@ class CheckVerdict:
 
     health: Health
     error: str | None = None
-    detail: dict = field(default_factory=dict)
+    detail: Mapping[str, object] = field(default_factory=dict)  # goes into Observation.detail
 
 
 @dataclass(frozen=True)
@@ -155,7 +157,14 @@ def classify_http(data: bytes, *, expect_status: int) -> CheckVerdict:
     return CheckVerdict(Health.DEGRADED, f"HTTP {status}, expected {expect_status}", detail)
 
 
-def parse_tds_response(data: bytes) -> dict:
+class TdsInfo(TypedDict, total=False):
+    """What a PRELOGIN response said (the options present in it)."""
+
+    version: str  # "major.minor.build"
+    encryption: int  # the ENCRYPTION option's value
+
+
+def parse_tds_response(data: bytes) -> TdsInfo:
     """Parse a PRELOGIN response packet; raise ValueError naming what is wrong."""
     if len(data) < TDS_HEADER.size:
         raise ValueError(f"short TDS packet ({len(data)} bytes)")
@@ -165,7 +174,7 @@ def parse_tds_response(data: bytes) -> dict:
     if length < TDS_HEADER.size:
         raise ValueError(f"TDS packet length {length} is shorter than its header")
     payload = data[TDS_HEADER.size:length]
-    result: dict = {}
+    result: TdsInfo = {}
     pos = 0
     while pos < len(payload) and payload[pos] != PL_TERMINATOR:
         if pos + 5 > len(payload):
@@ -270,7 +279,8 @@ async def check_async(*, target: CheckTarget, timeout_s: float, at: float | None
     at = time.time() if at is None else at
     slow_s = timeout_s / 2 if slow_s is None else slow_s
     started = time.monotonic()
-    detail: dict = {"address": target.address, "port": target.check.port, "target": target.target}
+    detail: dict[str, object] = {"address": target.address, "port": target.check.port,
+                                 "target": target.target}
     if target.service:
         detail["service"] = target.service
     try:

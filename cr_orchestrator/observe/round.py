@@ -16,6 +16,7 @@ margin; a probe that overruns is reported UNREACHABLE, never waited for.
 from __future__ import annotations
 
 import enum
+import functools
 import logging
 import threading
 import time
@@ -145,21 +146,24 @@ def probe_cluster(*, topology: Topology, cluster: Cluster, primary: str, timeout
         if name == primary or (only is not None and name not in only and primary not in only):
             continue
         jobs.append(Job(JobKind.PEER, f"peer checks from {name}", primary, name,
-                        lambda p=topology.hosts[name]: peer_probe.probe_from_peer(
-                            peer=p, targets=peer_targets, timeout_s=timeout_s, at=at,
-                            control_dir=control_dir)))
+                        functools.partial(peer_probe.probe_from_peer,
+                                          peer=topology.hosts[name], targets=peer_targets,
+                                          timeout_s=timeout_s, at=at,
+                                          control_dir=control_dir)))
     return _run_jobs(jobs, at=at, timeout_s=timeout_s)
 
 
-def _host_and_check_jobs(topology, cluster, members, at, timeout_s, control_dir, extra_targets):
+def _host_and_check_jobs(topology: Topology, cluster: Cluster, members: list[str], at: float,
+                         timeout_s: float, control_dir: Path | None,
+                         extra_targets: list[CheckTarget]) -> list[Job]:
     """Jobs: one host probe per member, one batch of protocol checks for them all."""
     jobs: list[Job] = []
     for name in members:
         host = topology.hosts[name]
         jobs.append(Job(JobKind.HOST_PROBE, f"host probe of {name}", name, ORCHESTRATOR,
-                        lambda host=host: probe_host(host=host, cluster=cluster,
-                                                     timeout_s=timeout_s, at=at,
-                                                     control_dir=control_dir)))
+                        functools.partial(probe_host, host=host, cluster=cluster,
+                                          timeout_s=timeout_s, at=at,
+                                          control_dir=control_dir)))
     targets = check_targets(topology=topology, cluster=cluster, hosts=members) + extra_targets
     if targets:
         jobs.append(Job(JobKind.CHECKS, "protocol checks", targets[0].host, ORCHESTRATOR,

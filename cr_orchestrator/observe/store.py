@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterable
+from typing import cast
 
 import redis
 
@@ -98,8 +99,11 @@ class ObservationStore:
         """The host's observations, oldest first; ``since`` drops older ones."""
         key = self.key(host)
         stop = -1 if limit is None else max(limit, 1) - 1
-        entries = self._redis.lrange(key, 0, stop)
-        result = []
+        # cast: redis-py types its commands for the sync and the asyncio client alike
+        # (``Awaitable[list] | list``); this is the sync client. bytes, or str with
+        # decode_responses.
+        entries = cast(list[bytes | str], self._redis.lrange(key, 0, stop))
+        result: list[Observation] = []
         for index, entry in enumerate(entries):
             try:
                 observation = from_json(entry)
@@ -119,8 +123,8 @@ class ObservationStore:
 
     def hosts(self) -> list[str]:
         """Hosts that have a stored history."""
-        return sorted(h.decode() if isinstance(h, bytes) else h
-                      for h in self._redis.smembers(self.hosts_key))
+        members = cast(set[bytes | str], self._redis.smembers(self.hosts_key))  # as in recent()
+        return sorted(h.decode() if isinstance(h, bytes) else h for h in members)
 
     def clear(self, *, host: str) -> None:
         """Forget one host's history (e.g. after it left the inventory)."""

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 PROBE_MARKER = "# cr-orchestrator windows host probe v1"
 _PARAMS_RE = re.compile(r"^\$crParams = ConvertFrom-Json '(?P<json>(?:[^']|'')*)'$", re.MULTILINE)
@@ -82,9 +83,9 @@ class ProbeReport:
 
     clock_s: float  # host clock, unix seconds (UTC)
     boot_s: float  # last boot, unix seconds
-    services: dict  # name -> Windows status string ("Running", "Stopped", "NotFound", ...)
+    services: dict[str, str]  # name -> Windows status string ("Running", "Stopped", "NotFound", ...)
     volumes: tuple[VolumeReport, ...]
-    records: dict | None = None  # {"epoch": text|None, "role": text|None}; None: not asked
+    records: dict[str, str | None] | None = None  # {"epoch": text|None, "role": text|None}; None: not asked
 
 
 def _ps_single_quoted(text: str) -> str:
@@ -95,21 +96,24 @@ def build_probe_script(*, services: Sequence[str], data_paths: Sequence[str],
                        record_files: tuple[str, str] | None = None) -> str:
     """The PowerShell script checking ``services`` and the volumes holding ``data_paths``
     (and reading the cluster's epoch and role records, ``record_files``)."""
-    wanted: dict = {"services": list(services), "paths": list(data_paths)}
+    wanted: dict[str, list[str]] = {"services": list(services), "paths": list(data_paths)}
     if record_files is not None:
         wanted["records"] = list(record_files)
     params = json.dumps(wanted, separators=(",", ":"))
     return f"{PROBE_MARKER}\n$crParams = ConvertFrom-Json {_ps_single_quoted(params)}\n{_SCRIPT_BODY.lstrip()}"
 
 
-def extract_probe_params(script: str) -> dict | None:
-    """The parameters of a probe script built by :func:`build_probe_script`, else None."""
+def extract_probe_params(script: str) -> dict[str, Any] | None:
+    """The parameters of a probe script built by :func:`build_probe_script`, else None
+    (the JSON object :func:`build_probe_script` wrote: ``services``, ``paths``, maybe
+    ``records``)."""
     if not script.startswith(PROBE_MARKER):
         return None
     match = _PARAMS_RE.search(script)
     if not match:
         return None
-    return json.loads(match.group("json").replace("''", "'"))
+    params: dict[str, Any] = json.loads(match.group("json").replace("''", "'"))  # parsed JSON
+    return params
 
 
 def _short(text: str, limit: int = 80) -> str:
@@ -117,14 +121,14 @@ def _short(text: str, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _number(doc: dict, key: str) -> float:
+def _number(doc: Mapping[str, object], key: str) -> float:
     value = doc.get(key)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ProbeOutputError(f"probe output has no number {key!r}")
     return float(value)
 
 
-def _as_list(value: object) -> list:
+def _as_list(value: object) -> list[object]:
     # ConvertTo-Json in Windows PowerShell 5.1 may turn a one-element array into the element.
     if value is None:
         return []
@@ -152,7 +156,7 @@ def parse_probe_output(stdout: str) -> ProbeReport:
         raise ProbeOutputError(f"probe output is not JSON: {_short(text) or '(empty)'!r}") from None
     if not isinstance(doc, dict) or doc.get("v") != 1:
         raise ProbeOutputError(f"probe output is not a version 1 probe report: {_short(text)!r}")
-    services = {}
+    services: dict[str, str] = {}
     for item in _as_list(doc.get("services")):
         if not isinstance(item, dict) or not isinstance(item.get("name"), str):
             raise ProbeOutputError(f"probe output has a malformed service entry: {_short(repr(item))}")

@@ -38,7 +38,7 @@ def test_a_switchover_issued_before_a_failover_is_refused_after_it(lab, orchestr
              every_s=0.3)
     refused = orchestrator.crctl("switchover", "mail", "--to", "mail-dr", "--seen-primary",
                                  seen[0], "--seen-epoch", str(seen[1]))
-    assert refused.returncode == 1, refused.stdout
+    assert refused.returncode == 2, refused.stdout  # refused, as any StateError
     assert ("refused: switchover of mail was issued when mail-a was primary at epoch 0, but "
             "the cluster has moved since: mail-b is primary at epoch 1") in refused.stderr
     time.sleep(2)  # nothing moves afterwards either
@@ -63,7 +63,7 @@ def _crash_and_measure(lab, tmp_path, *, switchover_when_suspect: bool) -> tuple
                 wait_for(lambda: "suspect" in (orch.state.last_decision("mail") or {})
                          .get("reason", ""), 30, "mail-a to be suspect", every_s=0.05)
                 done = orch.crctl("switchover", "mail", "--to", "mail-b")
-                assert done.returncode == 1, done.stdout
+                assert done.returncode == 2, done.stdout
                 said = done.stderr
             wait_for(lambda: orch.state.primary("mail") == "mail-b", 90, "the failover",
                      every_s=0.3)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import fields, replace
 
 import pytest
 
@@ -10,6 +10,7 @@ from cr_orchestrator.decide.rules import (
     Action,
     ClusterSnapshot,
     Interrupted,
+    MemberChanges,
     MemberState,
     decide,
     rank_targets,
@@ -321,3 +322,25 @@ def test_rank_targets_lets_an_operator_choose_a_replica():
     eligible, refused = rank_targets(primary_down(), POLICY)
     assert [m.host for m in eligible] == ["mail-b"]
     assert refused == ["mail-dr is a replica (promoted only by an operator)"]
+
+
+SITUATION_ROWS = [
+    # id, snapshot, the key history de-duplicates on
+    ("healthy", healthy(), "primary_up"),
+    ("paused, healthy", replace(healthy(), paused=True), "paused/primary_up"),
+    ("host down", primary_down(), "primary_down"),
+    ("paused beats failover: same situation, held", primary_down(paused=True),
+     "paused/primary_down"),
+    ("isolated", primary_down(observer_isolated=True), "observer_isolated"),
+]
+
+
+@pytest.mark.parametrize("snapshot,key", [r[1:] for r in SITUATION_ROWS],
+                         ids=[r[0] for r in SITUATION_ROWS])
+def test_situation_key_tells_a_paused_hold_from_the_same_situation_unpaused(snapshot, key):
+    assert decide(snapshot, POLICY).situation_key == key
+
+
+def test_with_member_takes_every_member_field():
+    # MemberChanges types with_member's keywords: it must follow MemberState.
+    assert set(MemberChanges.__annotations__) == {f.name for f in fields(MemberState)} - {"host"}

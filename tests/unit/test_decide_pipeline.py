@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import pytest
+
 from cr_orchestrator import model as m
 from cr_orchestrator.decide.rules import Action, decide
 from cr_orchestrator.decide.detector import assess
-from cr_orchestrator.observe.health import ORCHESTRATOR, Health, Observation
+from cr_orchestrator.observe.health import ORCHESTRATOR, Health, Liveness, Observation
 from cr_orchestrator.decide.snapshot import build_snapshot, member_lags
 from cr_orchestrator.state.freshness import Freshness
 
@@ -163,3 +165,64 @@ def test_records_in_the_host_probes_make_redis_adopt_the_promoted_host():
     blind = replace(snapshot, seeded=False, members=tuple(
         replace(mem, record=None) for mem in snapshot.members))
     assert decide(blind, c.policy).action is Action.DEMOTE_REJOINED
+
+
+def _snapshot_with(*, judged=True, change=None):
+    """The snapshot of three OK rounds (or of no verdicts at all: ``judged=False``)
+    with ``change`` as the journal Redis holds."""
+    from cr_orchestrator.decide.snapshot import interrupted_change
+
+    c = cluster()
+    window = [o for i in range(3) for o in round_of(100.0 + 2 * i, **OK)]
+    now = 104.5
+    assessment = assess(cluster=c, observations=window, now=now) if judged else None
+    return build_snapshot(cluster=c, assessment=assessment, primary="mail-a", epoch=4,
+                          paused=False, lags={"mail-a": 0.0, "mail-b": 4.0, "mail-dr": 25.0},
+                          restart_attempts=0, recent_failovers=(),
+                          failback_in_sync_since=None, now=now,
+                          interrupted=interrupted_change(change)), c.policy
+
+
+JOURNAL_ROWS = [
+    # id, the change Redis journaled, action, target, reason fragments
+    ("nothing journaled: the round goes on", None, Action.NONE, None,
+     ["mail-a is primary (epoch 4) and up"]),
+    ("an empty journal is no change", {}, Action.NONE, None,
+     ["mail-a is primary (epoch 4) and up"]),
+    ("a change at the current epoch whose worker died is resumed",
+     {"kind": "switchover", "new_primary": "mail-a", "old_primary": "mail-b", "epoch": 4,
+      "at": 94.5, "old_primary_down": False, "reason": "operator"},
+     Action.RESUME, "mail-a",
+     ["resuming the switchover to mail-a at epoch 4", "started 10 s ago and never finished"]),
+    ("a journal without a start time counts from the epoch of time",
+     {"kind": "failover", "new_primary": "mail-a", "epoch": 4},
+     Action.RESUME, "mail-a", ["resuming the failover to mail-a", "started 104 s ago"]),
+    ("a change journaled at an older epoch is not resumed",
+     {"kind": "failover", "new_primary": "mail-a", "epoch": 3, "at": 90.0},
+     Action.NONE, None, ["mail-a is primary (epoch 4) and up"]),
+]
+
+
+@pytest.mark.parametrize("change,action,target,fragments", [r[1:] for r in JOURNAL_ROWS],
+                         ids=[r[0] for r in JOURNAL_ROWS])
+def test_a_journaled_change_from_redis(change, action, target, fragments):
+    snap, policy = _snapshot_with(change=change)
+    d = decide(snap, policy)
+    assert (d.action, d.target) == (action, target), d.reason
+    for fragment in fragments:
+        assert fragment in d.reason
+
+
+def test_no_verdicts_yet_means_waiting_not_acting():
+    """Before the detector has judged anyone (no assessment) every member is unknown: the
+    round waits on the primary and keeps what the replication store said."""
+    snap, policy = _snapshot_with(judged=False)
+    assert {mem.host: (mem.host_liveness, mem.service_liveness, mem.lag_s)
+            for mem in snap.members} == {
+        "mail-a": (Liveness.UNKNOWN, Liveness.UNKNOWN, 0.0),
+        "mail-b": (Liveness.UNKNOWN, Liveness.UNKNOWN, 4.0),
+        "mail-dr": (Liveness.UNKNOWN, Liveness.UNKNOWN, 25.0)}
+    assert not snap.observer_isolated
+    d = decide(snap, policy)
+    assert (d.action, d.target) == (Action.NONE, None), d.reason
+    assert "waiting: primary mail-a is unknown (host)" in d.reason

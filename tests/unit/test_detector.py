@@ -9,6 +9,8 @@ but degraded (SMTP 421), ``.`` no round at all (observation lost).
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from cr_orchestrator.decide.detector import assess, run_view, Sample
@@ -215,3 +217,76 @@ def test_checks_through_the_shared_ip_get_a_verdict_of_their_own(pattern, livene
     assert (a.via_shared_ip.liveness, a.via_shared_ip.failures) == (liveness, failures)
     assert (a.machine.liveness, a.service.liveness) == (UP, UP)  # the host still serves
     assert verdict.hosts["mail-b"].via_shared_ip is None  # not the primary: not checked
+
+
+# ---------------------------------------------------------------- what a round says nothing about
+def _two_services() -> Cluster:
+    return Cluster(
+        name="mail", group="cr_cluster_mail", members=CLUSTER.members,
+        services=(Service("MDaemon", (Check(CheckKind.SMTP, 25),)),
+                  Service("Webmail", (Check(CheckKind.HTTP, 80),))),
+        switch=ClientSwitch(), replica_sets=(), policy=POLICY)
+
+
+def _no_services() -> Cluster:
+    return Cluster(name="mail", group="cr_cluster_mail", members=CLUSTER.members, services=(),
+                   switch=ClientSwitch(), replica_sets=(), policy=POLICY)
+
+
+def _shared_ip_rounds_of_their_own(pattern: str) -> list[Observation]:
+    """Checks through the shared IP, each in a round of its own (half a second after the
+    host probes): the round has nothing about the host itself."""
+    return [replace(o, at=o.at + 0.5) for o in _via_shared_ip(pattern)]
+
+
+UNSEEN_CASES = [
+    # id, cluster, observations, now, host, what of it ("machine" or a service name),
+    # liveness, reason fragment
+    ("a member nobody probed is unknown: no observation yet",
+     CLUSTER, story(a="++++", b="")[0], story(a="++++", b="")[1], "mail-b", "machine",
+     UNKNOWN, "mail-b is unknown: no observation yet"),
+    ("a first good probe: unknown, counting good probes",
+     CLUSTER, *story(a="+", peer="+"), "mail-a", "machine",
+     UNKNOWN, "mail-a is unknown: 1 of 2 good probes needed to call it up"),
+    ("the only host the orchestrator probes is down: down, not observer isolated",
+     CLUSTER, *story(a="++xxx", b=""), "mail-a", "machine",
+     DOWN, "mail-a is down: 3 consecutive failed probes from the orchestrator"),
+    ("shared-IP checks in rounds of their own do not keep a dead host up",
+     CLUSTER, story(a="++xxx")[0] + _shared_ip_rounds_of_their_own("+++++"),
+     story(a="++xxx")[1], "mail-a", "machine",
+     DOWN, "mail-a is down: 3 consecutive failed probes"),
+    ("a second service nobody checks is unknown, the checked one is up",
+     _two_services(), *story(a="++++", peer="++++"), "mail-a", "Webmail",
+     UNKNOWN, "Webmail on mail-a is unknown: no observation yet"),
+    ("the checked service of two is up",
+     _two_services(), *story(a="++++", peer="++++"), "mail-a", "MDaemon",
+     UP, "MDaemon on mail-a is up as seen from the orchestrator and mail-b"),
+    ("a cluster without services: its service verdict is the host's own",
+     _no_services(), *story(a="++xxx", peer="++xxx"), "mail-a", "service",
+     DOWN, "mail-a is down: 3 consecutive failed probes"),
+]
+
+
+@pytest.mark.parametrize("cluster,observations,now,host,what,liveness,fragment",
+                         [c[1:] for c in UNSEEN_CASES], ids=[c[0] for c in UNSEEN_CASES])
+def test_what_the_rounds_say_nothing_about(cluster, observations, now, host, what, liveness,
+                                           fragment):
+    result = assess(cluster=cluster, observations=observations, now=now)
+    a = result.hosts[host]
+    verdict = {"machine": a.machine, "service": a.service}.get(what) or a.services[what]
+    assert verdict.liveness is liveness, verdict.reason
+    assert fragment in verdict.reason
+    assert not result.observer_isolated, result.reason
+
+
+def test_a_check_naming_no_service_counts_for_none_of_several():
+    # With one service a check without a "service" detail is that service's; with two it
+    # says nothing about either (the host still answered).
+    obs = [Observation("mail-a", ORCHESTRATOR, "check:smtp:25@198.18.0.11", Health.OK,
+                       1000.0 + i, 0.01) for i in range(3)]
+    one = assess(cluster=CLUSTER, observations=obs, now=1002.5).hosts["mail-a"]
+    assert one.services["MDaemon"].liveness is UP, one.services["MDaemon"].reason
+    two = assess(cluster=_two_services(), observations=obs, now=1002.5).hosts["mail-a"]
+    assert two.machine.liveness is UP, two.machine.reason
+    assert {n: v.liveness for n, v in two.services.items()} == {
+        "MDaemon": UNKNOWN, "Webmail": UNKNOWN}

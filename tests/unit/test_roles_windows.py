@@ -122,10 +122,19 @@ def _render_text(text: str, **variables):
 def test_promote_and_demote_leave_windows_services_on_manual_start(role, action):
     # Cluster-managed services: after a reboot no member may start them by itself (one
     # node runs them, one licence), so both roles leave the start mode on manual.
+    # Both run one sequence (cr_common's member_role.yml) with their own values.
     defaults = yaml.safe_load((ROLES / role / "defaults" / "main.yml").read_text())
     wiring = yaml.safe_load((ROLES / role / "tasks" / "main.yml").read_text())
-    service_step = next(t for t in wiring if t["ansible.builtin.import_role"]["name"] == "cr_service")
-    mode = _render_text(service_step["vars"]["cr_service_start_mode"], **defaults)
+    shared = next(t for t in wiring
+                  if t.get("ansible.builtin.import_role", {}).get("tasks_from") == "member_role.yml")
+    assert shared["ansible.builtin.import_role"]["name"] == "cr_common"
+    params = {name: _render_text(shared["vars"][name], **defaults)
+              for name in ("__cr_common_role", "__cr_common_start_mode")}
+    sequence = yaml.safe_load((ROLES / "cr_common" / "tasks" / "member_role.yml").read_text())
+    service_step = next(t for t in sequence
+                        if t.get("ansible.builtin.import_role", {}).get("name") == "cr_service")
+    assert _render_text(service_step["vars"]["cr_service_action"], **params) == action
+    mode = _render_text(service_step["vars"]["cr_service_start_mode"], **params)
     tasks = yaml.safe_load((ROLES / "cr_service" / "tasks" / "windows.yml").read_text())
     module = tasks[0]["ansible.windows.win_service"]
     role_vars = yaml.safe_load((ROLES / "cr_service" / "vars" / "main.yml").read_text())
