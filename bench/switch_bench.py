@@ -117,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
             lab.fail(old, "crash")
         if args.old_down:
             extravars["cr_old_primary_down"] = True
+            extravars["cr_fast_take_over"] = True  # as the orchestrator decides for the lab
         started = time.perf_counter()
         result = run_playbook(playbook=args.playbook, inventory=lab.inventory_path, timeout_s=120,
                               extravars=extravars)

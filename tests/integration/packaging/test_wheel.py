@@ -165,7 +165,9 @@ def test_a_failover_check_runs_from_the_wheel(installed, lab, old_primary_down):
         str(installed.venv / "bin" / "crctl"), "playbook", "failover", "-i", lab.inventory_path,
         "-e", f"cr_cluster={CLUSTER}", "-e", f"cr_epoch={max(before.values()) + 1}",
         "-e", "cr_old_primary=mail-a", "-e", "cr_new_primary=mail-b",
-        "-e", f"cr_old_primary_down={str(old_primary_down).lower()}", "--check",
+        "-e", f"cr_old_primary_down={str(old_primary_down).lower()}",
+        # what the orchestrator passes with an old primary down (act/changes.py)
+        "-e", f"cr_fast_take_over={str(old_primary_down).lower()}", "--check",
         timeout=240, CR_ARTIFACTS=str(runs))
     assert done.returncode == 0, f"{done.stdout[-4000:]}\n{done.stderr[-2000:]}"
     assert {h: _recorded_epoch(lab, h) for h in hosts} == before  # --check changed nothing

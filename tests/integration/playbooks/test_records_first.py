@@ -83,7 +83,7 @@ def test_the_one_script_take_over_records_before_the_new_primary_greets(lab, ord
     lab.fail("mail-a", "crash")
     try:
         watch = FirstGreeting(lab, "mail-b")
-        moved = orders.run("failover", new="mail-b", old="mail-a", cr_old_primary_down=True)
+        moved = orders.run("failover", new="mail-b", old="mail-a", cr_old_primary_down=True, cr_fast_take_over=True)
         assert moved.ok, moved.summary
         assert watch.records() == {"epoch": str(orders.epoch),
                                    "role": f"primary {orders.epoch}"}

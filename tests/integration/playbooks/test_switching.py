@@ -139,7 +139,7 @@ def test_failover_from_a_primary_known_down_never_contacts_it_and_clients_follow
     assert start.ok, start.summary
     lab.fail("mail-a", "crash")
 
-    moved = orders.run("failover", new="mail-b", old="mail-a", cr_old_primary_down=True)
+    moved = orders.run("failover", new="mail-b", old="mail-a", cr_old_primary_down=True, cr_fast_take_over=True)
     assert moved.ok, moved.summary
     assert moved.not_contacted == ("mail-a",) and moved.unreachable_hosts == ()
     assert f"mail-a was down and not contacted; fenced by epoch {orders.epoch}" in moved.summary
@@ -151,16 +151,16 @@ def test_failover_from_a_primary_known_down_never_contacts_it_and_clients_follow
     subject = send_mail_from_client(lab, lab.shared_ip)
     assert delivered_to(lab, "mail-b", subject)
 
-    again = orders.run("failover", new="mail-b", old="mail-a", cr_old_primary_down=True)
+    again = orders.run("failover", new="mail-b", old="mail-a", cr_old_primary_down=True, cr_fast_take_over=True)
     assert again.ok and again.changed == {"mail-b": 1}, again.summary
     said = [e["event_data"]["res"]["stdout"].strip() for e in events_of(again)
             if e["event"] == "runner_on_ok" and e["event_data"]["task"].startswith("Take the primary role")]
     # services and shared IP left as they were; the records move to the new epoch
     assert said == [f"changed: epoch:{orders.epoch} role:primary"]
-    same = orders.run("failover", new="mail-b", old="mail-a", cr_old_primary_down=True,
+    same = orders.run("failover", new="mail-b", old="mail-a", cr_old_primary_down=True, cr_fast_take_over=True,
                       epoch=orders.epoch)
     assert same.ok and same.changed == {}, same.summary
-    stale = orders.run("failover", new="mail-b", old="mail-a", cr_old_primary_down=True,
+    stale = orders.run("failover", new="mail-b", old="mail-a", cr_old_primary_down=True, cr_fast_take_over=True,
                        epoch=orders.epoch - 1)
     assert stale.refused and stale.changed == {}, stale.summary
     assert f"older than the epoch recorded on mail-b (epoch {orders.epoch})" in stale.summary
@@ -188,7 +188,7 @@ def test_failover_ends_a_replication_still_running_into_the_new_primary(lab, ord
     into_b, into_dr = _fake_rsync_receiver(lab, "mail-b"), _fake_rsync_receiver(lab, "mail-dr")
     try:
         lab.fail("mail-a", "crash")
-        moved = orders.run("failover", new="mail-b", old="mail-a", cr_old_primary_down=True)
+        moved = orders.run("failover", new="mail-b", old="mail-a", cr_old_primary_down=True, cr_fast_take_over=True)
         assert moved.ok, moved.summary
         said = [e["event_data"]["res"]["stdout"] for e in events_of(moved)
                 if e["event"] == "runner_on_ok"
@@ -208,7 +208,7 @@ def test_failover_ends_a_replication_still_running_into_the_new_primary(lab, ord
 def test_failover_from_a_primary_known_down_in_check_mode_changes_nothing(lab, orders):
     lab.run_on("mail-a", f"{lab.mailctl} stop")
     before = orders.recorded_epoch("mail-a")
-    checked = orders.run("failover", new="mail-a", old="mail-b", cr_old_primary_down=True,
+    checked = orders.run("failover", new="mail-a", old="mail-b", cr_old_primary_down=True, cr_fast_take_over=True,
                          check=True)
     assert checked.ok and checked.changed == {"mail-a": 1}, checked.summary
     assert not orders.service_runs("mail-a") and not orders.holds_shared_ip("mail-a")
