@@ -142,8 +142,10 @@ def _adopt(env: cycle.Env, cluster, *, to: str | None) -> cycle.Outcome:
     recorded = [m.record.epoch or 0 for m in snapshot.members
                 if m.record is not None and m.record.problem is None]
     epoch = max([snapshot.epoch, *recorded])
-    reason = (f"operator adopt of {cluster.name}: {to} is the primary at epoch {epoch} "
-              f"(Redis said {snapshot.primary or 'nobody'} at epoch {snapshot.epoch})")
+    said = (f"Redis had only the inventory's word, {snapshot.primary} at epoch {snapshot.epoch}"
+            if snapshot.seeded else
+            f"Redis said {snapshot.primary or 'nobody'} at epoch {snapshot.epoch}")
+    reason = f"operator adopt of {cluster.name}: {to} is the primary at epoch {epoch} ({said})"
     env.state.append_event(cluster=cluster.name, kind=EventKind.OPERATOR, at=env.clock(),
                            data={"command": "adopt", "target": to, "reason": reason})
     return cycle.adopt(env, cluster, host=to, epoch=epoch, expected_epoch=snapshot.epoch,

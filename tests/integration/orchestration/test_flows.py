@@ -527,3 +527,24 @@ def test_observe_only_reads(env, rec):
     assert len(observed.observations) == 1
     cycle.record(env, cluster(env), observed, None)  # observations only
     assert everything() != before and env.state.primary("mail") is None
+
+
+def test_crctl_adopt_records_the_operators_primary_at_the_newest_epoch_known(env, rec):
+    """The operator's way out of a hosts-first hold: no host is touched, Redis says the
+    chosen member is primary at the newest epoch Redis or any member's records know."""
+    from cr_orchestrator.observe.health import ORCHESTRATOR, Health, Observation
+
+    env.redis.delete(env.state.key("mail"))  # lost state
+    records = {"mail-a": {"epoch": "4", "role": "secondary 4"},
+               "mail-b": {"epoch": "5", "role": "secondary 5"},
+               "mail-dr": {"epoch": None, "role": None}}
+    env = replace(env, probe=lambda **kw: [
+        Observation(h, ORCHESTRATOR, "host", Health.OK, 1.0, detail={"records": r})
+        for h, r in records.items()])
+    out = run_command(env, command="adopt", cluster="mail", to="mail-a")
+    assert out.ok and rec.calls == []
+    assert (env.state.primary("mail"), env.state.epoch("mail")) == ("mail-a", 5)
+    assert not env.state.seeded("mail")
+    said = [e.data["reason"] for e in env.state.events("mail") if e.kind == "adopted"]
+    assert said == ["operator adopt of mail: mail-a is the primary at epoch 5 (Redis had "
+                    "only the inventory's word, mail-a at epoch 0)"]
