@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from cr_orchestrator.errors import ConfigError
+from cr_orchestrator.inventory.addresses import check_address_plan
 from cr_orchestrator.inventory.clusters import (
     CLUSTER_KEYS,
     ClusterVars,
@@ -71,6 +72,8 @@ def build_topology(exported: dict, *, source: str, locate: Locate | None = None,
         locations.extend(locs)
     check_locations(p, locations, hosts)
     check_shared_hosts(p, built, hosts)
+    origins = {name: raw.merged_host_vars(name)[1] for name in hosts}
+    check_address_plan(p, hosts, origins, built)
     if p.errors:
         raise ConfigError(p.errors)
     return Topology(source=source, hosts=hosts, clusters=clusters, warnings=tuple(p.warnings))

@@ -19,15 +19,25 @@ from pathlib import Path
 from cr_orchestrator.content import content_root
 from cr_orchestrator.runtime.config import child_environ
 from cr_orchestrator.errors import ConfigError
+from cr_orchestrator.inventory.files import (
+    FileReport,
+    check_files,
+    ignored_suffixes,
+    list_files,
+    readable_problem,
+    shown,
+    yaml_problems,
+)
 from cr_orchestrator.inventory.values import VAULT_KEY, Locate, Problems, Where
 from cr_orchestrator.model import Secret
 
 TIMEOUT_S = 60.0
-# Ansible skips these in an inventory directory (INVENTORY_IGNORE_EXTS, default).
-IGNORED_SUFFIXES = (".pyc", ".pyo", ".swp", ".bak", "~", ".rpm", ".md", ".txt", ".rst",
-                    ".orig", ".ini", ".cfg", ".retry")
 VARS_SUFFIXES = ("", ".yml", ".yaml", ".json")
 ROLES_DIR = content_root() / "roles"
+# The ansible.cfg our playbook runs use (act/playbook_runner.py): the inventory is read
+# with it too, so that validate sees the files the playbooks will see (it skips .ini
+# files in an inventory directory, which Ansible's own default would read).
+ANSIBLE_CFG = content_root() / "ansible.cfg"
 _SECRET_LINE = re.compile(r"password|passwd|secret|_pass\b|token|\$ANSIBLE_VAULT", re.I)
 
 
@@ -46,9 +56,11 @@ def run_ansible_inventory(inventory: Path, *, vault_password_file: Path | None =
         raise ConfigError(f"{inventory}: no such inventory file or directory")
     if vault_password_file is not None and not vault_password_file.is_file():
         raise ConfigError(f"{vault_password_file}: no such vault password file")
+    if vault_password_file is not None and (
+            problem := readable_problem(vault_password_file, "vault password file")):
+        raise ConfigError(problem)
     cmd = ansible_inventory_command(inventory, vault_password_file=vault_password_file)
-    env = child_environ(ANSIBLE_INVENTORY_UNPARSED_FAILED="True", ANSIBLE_NOCOLOR="1",
-                        ANSIBLE_FORCE_COLOR="0", ANSIBLE_DEPRECATION_WARNINGS="False")
+    env = child_environ(**ansible_inventory_environ())
     # An empty working directory: no stray ./group_vars or ./ansible.cfg gets merged in.
     with tempfile.TemporaryDirectory(prefix="cr-inventory-") as cwd:
         try:
@@ -67,6 +79,31 @@ def run_ansible_inventory(inventory: Path, *, vault_password_file: Path | None =
         raise ConfigError(f"{inventory}: ansible-inventory printed no valid JSON ({exc})") from exc
 
 
+def ansible_inventory_environ() -> dict[str, str]:
+    """What we set for ``ansible-inventory`` (on top of our own environment)."""
+    env = {
+        # Any file Ansible cannot parse is an error: with only UNPARSED_FAILED, one bad file
+        # in an inventory directory is a warning and its hosts silently disappear.
+        "ANSIBLE_INVENTORY_UNPARSED_FAILED": "True",
+        "ANSIBLE_INVENTORY_ANY_UNPARSED_IS_FAILED": "True",
+        "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0", "ANSIBLE_DEPRECATION_WARNINGS": "False",
+    }
+    if ANSIBLE_CFG.is_file():
+        env["ANSIBLE_CONFIG"] = str(ANSIBLE_CFG)
+    return env
+
+
+def inventory_ignored_suffixes() -> tuple[str, ...]:
+    """Extensions skipped in an inventory directory, as our ``ansible-inventory`` runs."""
+    return ignored_suffixes(ANSIBLE_CFG if ANSIBLE_CFG.is_file() else None,
+                            child_environ(**ansible_inventory_environ()))
+
+
+def check_inventory_files(inventory: Path) -> FileReport:
+    """File-level problems of ``inventory`` (unreadable, empty, binary...), before Ansible runs."""
+    return check_files(inventory, inventory_ignored_suffixes())
+
+
 def _ansible_errors(inventory: Path, stderr: str, vault_password_file: Path | None) -> list[str]:
     lines = list(dict.fromkeys(ln.strip() for ln in stderr.splitlines() if ln.strip()))
     text = " ".join(lines)
@@ -77,10 +114,16 @@ def _ansible_errors(inventory: Path, stderr: str, vault_password_file: Path | No
     elif "Decryption failed" in text:
         problems.append(f"{inventory}: the vault password does not decrypt this inventory's "
                         "encrypted files")
+    elif explained := yaml_problems(inventory, inventory_ignored_suffixes()):
+        # Ansible's own text names no group_vars file and points where its parser gave up;
+        # its text is kept only when it is about something else than YAML.
+        if "YAML" in text or "Could not process" in text:
+            return explained
+        problems += explained
     # Ansible quotes the offending source line; hide any that might hold a secret.
-    shown = ["<line hidden: it may contain a secret>" if _SECRET_LINE.search(ln) else ln
-             for ln in lines]
-    problems.append(f"{inventory}: ansible-inventory refused the inventory: " + " | ".join(shown[:12]))
+    quoted = ["<line hidden: it may contain a secret>" if _SECRET_LINE.search(ln) else ln
+              for ln in lines]
+    problems.append(f"{inventory}: ansible-inventory refused the inventory: " + " | ".join(quoted[:12]))
     return problems
 
 
@@ -145,16 +188,9 @@ class FileLocator:
 
     def __init__(self, inventory: Path) -> None:
         self.inventory = inventory
-        base = inventory if inventory.is_dir() else inventory.parent
-        self.base = base
-        if inventory.is_dir():
-            self.sources = sorted(
-                f for f in inventory.rglob("*")
-                if f.is_file() and not f.name.startswith(".")
-                and not {"group_vars", "host_vars"} & set(f.relative_to(inventory).parts)
-                and not f.name.endswith(IGNORED_SUFFIXES))
-        else:
-            self.sources = [inventory]
+        self.base = inventory if inventory.is_dir() else inventory.parent
+        # the same files Ansible reads (and the same extensions skipped)
+        self.sources = list_files(inventory, inventory_ignored_suffixes()).sources
         self._texts: dict[Path, str] = {}
 
     def __call__(self, kind: str, name: str, var: str) -> str:
@@ -162,12 +198,12 @@ class FileLocator:
         token = re.compile(rf"(?<![\w-]){re.escape(var)}(?![\w-])")
         for path in vars_files:
             if token.search(self._text(path)):
-                return _shown(path)
+                return shown(path)
         for path in self.sources:
             text = self._text(path)
             if token.search(text) and re.search(rf"(?<![\w-]){re.escape(name)}(?![\w-])", text):
-                return _shown(path)
-        return _shown((vars_files or self.sources or [self.inventory])[0])
+                return shown(path)
+        return shown((vars_files or self.sources or [self.inventory])[0])
 
     def _vars_files(self, kind: str, name: str) -> list[Path]:
         root = self.base / f"{kind}_vars"
@@ -201,11 +237,3 @@ def role_variables(roles_dir: Path = ROLES_DIR) -> frozenset[str]:
             continue  # a broken role is the playbook runner's error to report, not ours
         names |= {k for k in data if isinstance(k, str) and k.startswith("cr_")}
     return frozenset(names)
-
-
-def _shown(path: Path) -> str:
-    """The path relative to the working directory when it lies below it."""
-    try:
-        return str(path.resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return str(path)

@@ -54,7 +54,8 @@ CASES = {
     "bad_duration": (GV_WEB, ["cr_replica_sets[0].every", "'30x' is not a duration"]),
     "zero_interval": (GV_WEB, ["cr_policy.probe_interval", "must be positive"]),
     "missing_site": ("hosts.yml", ["host 'b'", "cr_site", "missing"]),
-    "unparsable_yaml": ("unparsable_yaml", ["ansible-inventory refused the inventory", "hosts.yml:14"]),
+    "unparsable_yaml": ("unparsable_yaml/hosts.yml:14:1", ["YAML syntax error", "expected ',' or ']'",
+                                                           "flow sequence that starts at line 13, column 9"]),
 }
 
 
