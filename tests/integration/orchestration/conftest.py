@@ -63,9 +63,9 @@ all:
     linux:
       vars: {ansible_user: root, ansible_port: 1}
       hosts:
-        mail-a: {ansible_host: 127.0.0.1, cr_site: site-a}
-        mail-b: {ansible_host: 127.0.0.1, cr_site: site-a}
-        mail-dr: {ansible_host: 127.0.0.1, cr_site: site-b}
+        mail-a: {ansible_host: 127.0.0.2, cr_site: site-a}
+        mail-b: {ansible_host: 127.0.0.3, cr_site: site-a}
+        mail-dr: {ansible_host: 127.0.0.4, cr_site: site-b}
     cr_cluster_mail:
       hosts: {mail-a: {}, mail-b: {}, mail-dr: {}}
       vars:
@@ -80,7 +80,7 @@ all:
 
 @pytest.fixture(scope="module")
 def unreachable_inventory(tmp_path_factory):
-    """A valid inventory whose hosts refuse every connection (127.0.0.1 port 1): a probe
+    """A valid inventory whose hosts refuse every connection (127.0.0.2-4 port 1): a probe
     round runs for real and ends in a decision without any lab."""
     path = tmp_path_factory.mktemp("inv") / "hosts.yml"
     path.write_text(UNREACHABLE_INVENTORY)
