@@ -167,6 +167,11 @@ class ReplicaTarget:
     path: str
 
 
+# quarantine: opaque data (databases): keep aside, an operator decides.
+# maildir: one immutable file per message: the union of both sides is right.
+RECONCILE_POLICIES = ("quarantine", "maildir")
+
+
 @dataclass(frozen=True)
 class ReplicaSet:
     """Files copied from the current primary to every target."""
@@ -179,6 +184,9 @@ class ReplicaSet:
     excludes: tuple[str, ...] = ()
     bandwidth_limit_kbps: int | None = None
     checksum: bool = False
+    # what to do with what a returning old primary changed alone (RECONCILE_POLICIES):
+    # "quarantine" keeps it aside; "maildir" also merges its unique messages back
+    reconcile: str = "quarantine"
 
     def path_on(self, host: str) -> str:
         """Where this set's data lives on ``host`` (its target path, or the set's path)."""

@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "playbook",
     "probe",
     "sync",
+    "quarantine",
     "run",
     "control",
     "history",

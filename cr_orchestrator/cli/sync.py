@@ -46,6 +46,9 @@ def _result_line(result) -> str:
     if result.ok:
         saved = (f"; {len(result.quarantined)} unreplicated file(s) moved to "
                  f"{result.quarantine_dir}" if result.quarantined else "")
+        if result.merged is not None:
+            saved += (f"; {result.merged} message(s) merged into the primary, "
+                      f"{len(result.merge_left)} left in quarantine")
         return (f"ok, {result.files if result.files is not None else '?'} file(s), "
                 f"{result.bytes if result.bytes is not None else '?'} bytes sent, "
                 f"{result.deleted or 0} deleted in {result.duration_s:.1f} s{saved}")

@@ -66,6 +66,8 @@ def describe_replica_set(rset: ReplicaSet) -> str:
     flags = [f for f, on in (("vss", rset.vss), ("checksum", rset.checksum)) if on]
     if rset.bandwidth_limit_kbps:
         flags.append(f"limit {rset.bandwidth_limit_kbps} kbit/s")
+    if rset.reconcile != "quarantine":  # the default is not worth a word
+        flags.append(f"reconcile {rset.reconcile}")
     targets = ", ".join(f"{t.host}:{t.path}" for t in rset.targets)
     extra = f" [{', '.join(flags)}]" if flags else ""
     return f"{rset.name}: {rset.path} every {duration(rset.every_s)}{extra} -> {targets}"

@@ -19,10 +19,10 @@ from cr_orchestrator.inventory.values import (
     as_str,
     check_keys,
 )
-from cr_orchestrator.model import Member, Platform, ReplicaSet, ReplicaTarget, Role
+from cr_orchestrator.model import RECONCILE_POLICIES, Member, Platform, ReplicaSet, ReplicaTarget, Role
 
 REPLICA_SET_KEYS = ("name", "path", "targets", "every", "vss", "excludes",
-                    "bandwidth_limit_kbps", "checksum")
+                    "bandwidth_limit_kbps", "checksum", "reconcile")
 TARGET_KEYS = ("host", "path")
 DEFAULT_EVERY = "60s"
 _WINDOWS_ABSOLUTE = re.compile(r"^([A-Za-z]:[\\/]|\\\\[^\\/]+[\\/][^\\/]+)")
@@ -117,15 +117,32 @@ def _replica_set(p: Problems, w: Where, var: str, entry: object, *, cluster: str
         limit = as_int(p, w, f"{var}.bandwidth_limit_kbps", entry["bandwidth_limit_kbps"], minimum=1)
     raw_excludes = as_list(p, w, f"{var}.excludes", entry.get("excludes", [])) or []
     excludes = tuple(as_str(p, w, f"{var}.excludes[{j}]", x) or "" for j, x in enumerate(raw_excludes))
+    reconcile = _reconcile(p, w, f"{var}.reconcile", entry.get("reconcile", "quarantine"))
+    windows_members = [m.host for m in members if platforms.get(m.host) is Platform.WINDOWS]
+    if reconcile == "maildir" and windows_members:
+        p.error(w, f"{var}.reconcile", f"'maildir' merges on Linux only (the robocopy path has "
+                f"no fenced receiving side yet), but {', '.join(windows_members)} is windows: "
+                "use 'quarantine'")
     targets = _targets(p, w, var, entry, default_path=path, members=members, platforms=platforms,
                        inventory_hosts=inventory_hosts)
     if len(p.errors) > before or targets is None:
         return None
     rset = ReplicaSet(name=name, path=path, targets=tuple(t for t, _ in targets), every_s=every,
-                      vss=vss, excludes=excludes, bandwidth_limit_kbps=limit, checksum=checksum)
+                      vss=vss, excludes=excludes, bandwidth_limit_kbps=limit, checksum=checksum,
+                      reconcile=reconcile or "quarantine")
     locations = [Location(primary, path, cluster, name, w, f"{var}.path")]
     locations += [Location(t.host, t.path, cluster, name, w, tvar) for t, tvar in targets]
     return rset, locations
+
+
+def _reconcile(p: Problems, w: Where, var: str, value: object) -> str | None:
+    """One of RECONCILE_POLICIES: a typo must not silently fall back to another policy."""
+    policy = as_str(p, w, var, value)
+    if policy is not None and policy not in RECONCILE_POLICIES:
+        p.error(w, var, f"{policy!r} is not a reconcile policy (one of: "
+                f"{', '.join(RECONCILE_POLICIES)})")
+        return None
+    return policy
 
 
 def _path(p: Problems, w: Where, var: str, value: object, platform: Platform | None,

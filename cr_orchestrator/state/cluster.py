@@ -165,6 +165,7 @@ class EventKind(enum.StrEnum):
     PLAYBOOK = "playbook"
     SYNC = "sync"
     SYNC_QUARANTINE = "sync.quarantine"
+    SYNC_MERGE = "sync.merge"  # a returning old primary's messages merged back (maildir)
     SYNC_PROBLEM = "sync.problem"
     OPERATOR = "operator"
     RESUMED = "resumed"  # a journaled change run again after its worker died

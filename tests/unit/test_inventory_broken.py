@@ -51,6 +51,8 @@ CASES = {
                                 "'/srv/replica'", "contains '/srv/replica/api'"]),
     "windows_paths_case": ("group_vars/cr_cluster_sql.yml", ["on host 'dr'", "'d:/replica/web/'",
                                                              "is the same as"]),
+    "unknown_reconcile": (GV_WEB, ["cr_replica_sets[0].reconcile", "'mbox' is not a reconcile policy",
+                                   "quarantine, maildir"]),
     "bad_duration": (GV_WEB, ["cr_replica_sets[0].every", "'30x' is not a duration"]),
     "zero_interval": (GV_WEB, ["cr_policy.probe_interval", "must be positive"]),
     "missing_site": ("hosts.yml", ["host 'b'", "cr_site", "missing"]),

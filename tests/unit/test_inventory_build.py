@@ -91,6 +91,7 @@ def test_defaults_of_a_minimal_linux_cluster():
     assert cluster.configured_primary == "a"
     [rset] = cluster.replica_sets
     assert rset.every_s == 60.0 and not rset.vss and not rset.checksum
+    assert rset.reconcile == "quarantine"  # safe for opaque data: never merged by default
     assert [(t.host, t.path) for t in rset.targets] == [("b", "/srv/www")]  # every other member
     host = topo.hosts["a"]
     assert host.platform is Platform.LINUX and host.winrm is None
@@ -181,6 +182,29 @@ def test_ini_style_text_values_are_read_as_numbers_and_booleans():
                                "checksum": "yes", "bandwidth_limit_kbps": "100"}])
     rset = build_topology(linux(cv), source="inv").cluster("web").replica_sets[0]
     assert (rset.every_s, rset.vss, rset.checksum, rset.bandwidth_limit_kbps) == (30.0, False, True, 100)
+
+
+@pytest.mark.parametrize("value, error", [
+    ("maildir", None),
+    ("quarantine", None),
+    ("newer-wins", "'newer-wins' is not a reconcile policy (one of: quarantine, maildir)"),
+    ("", "cr_replica_sets[0].reconcile"),
+])
+def test_reconcile_policy_is_one_of_the_known_ones(value, error):
+    inv = linux(web(cr_replica_sets=[{"name": "s", "path": "/srv/mail", "reconcile": value}]))
+    if error is None:
+        rset = build_topology(inv, source="inv").cluster("web").replica_sets[0]
+        assert rset.reconcile == value
+    else:
+        problems = errors_of(inv)
+        assert any("cr_replica_sets[0].reconcile" in p and error in p for p in problems), problems
+
+
+def test_maildir_reconcile_is_refused_on_windows_members():
+    inv = linux(web(cr_replica_sets=[{"name": "s", "path": "D:\\Mail", "reconcile": "maildir"}]))
+    inv["linux"]["vars"].update(ansible_connection="winrm", ansible_password=Secret("pw"))
+    problems = errors_of(inv)
+    assert any("cr_replica_sets[0].reconcile" in p and "Linux only" in p for p in problems), problems
 
 
 def test_probe_timeout_longer_than_interval_is_refused():

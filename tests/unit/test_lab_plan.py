@@ -77,7 +77,8 @@ def test_inventory_is_the_reference_mdaemon_example():
     dns = cluster["cr_switch"]["dns"]
     assert (dns["zone"], dns["record"], dns["server"], dns["ttl"], dns["provider"]) == (
         "lab.test.", "mail", "198.18.0.53", 5, "rfc2136")
-    assert cluster["cr_replica_sets"] == [{"name": "maildata", "path": "/srv/mail", "every": "30s"}]
+    assert cluster["cr_replica_sets"] == [{"name": "maildata", "path": "/srv/mail", "every": "30s",
+                                           "reconcile": "maildir"}]
     unknown = [k for k in cluster if k.startswith("cr_")
                and k not in {"cr_cluster", "cr_members", "cr_services", "cr_switch", "cr_replica_sets"}]
     assert unknown == []

@@ -114,6 +114,10 @@ class _SetRun:
         self.progress(target.host, "finished", result)
         return result
 
+    def _merges(self) -> bool:
+        """Maildir reconcile runs on Linux only: robocopy has no fenced receiving side."""
+        return self.plan.replica_set.reconcile == "maildir" and hasattr(self.backend, "merge")
+
     def _quarantine(self, target: TargetPlan) -> tuple[str | None, tuple[str, ...]]:
         cluster, set_name = self.plan.cluster, self.set_name
         source_run = self.store.last_source_run(cluster=cluster, set_name=set_name, host=target.host)
@@ -128,18 +132,25 @@ class _SetRun:
         if since is None:
             return None, ()
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(self.now()))
+        # mark the directory pending before anything moves in: a rerun finds what an
+        # interrupted merge left (only the Linux backend merges)
+        pending = {"mark_pending": True} if self._merges() else {}
         return self.backend.quarantine(target, since=since, stamp=stamp,
-                                       deadline_s=self.deadline_s)
+                                       deadline_s=self.deadline_s, **pending)
 
     def one_target(self, target: TargetPlan) -> TargetResult:
         started = self.now()
         self.progress(target.host, "started", None)
-        qdir, quarantined, token = None, (), None
+        qdir, quarantined, token, merged = None, (), None, None
         owner = f"{self.plan.cluster}/{self.set_name} from {self.plan.source}"
         try:
             token = self.locks.acquire(host=target.host, path=target.path, owner=owner,
                                        ttl_s=self.deadline_s * 2 + 60)
             qdir, quarantined = self._quarantine(target)
+            if qdir is not None and self._merges():
+                # quarantined first, so a failed merge loses nothing; a failed merge fails
+                # the target (no resync) and the next run, still reconciling, resumes it
+                merged = self.backend.merge(target, deadline_s=self.deadline_s)
             outcome = self.backend.sync_target(target, deadline_s=self.deadline_s)
         except Exception as exc:  # noqa: BLE001 - one target's failure must not stop others
             error = str(exc) if isinstance(exc, SyncError) else f"unexpected {type(exc).__name__}: {exc}"
@@ -147,7 +158,11 @@ class _SetRun:
             result = TargetResult(host=target.host, ok=False, bytes=None, files=None,
                                   duration_s=self.now() - started, error=error,
                                   quarantined=quarantined, path=target.path,
-                                  quarantine_dir=qdir if quarantined else None)
+                                  quarantine_dir=qdir if quarantined else None,
+                                  # a merge that completed before the resync failed is history too
+                                  merged=merged.merged if merged else None,
+                                  merge_left=merged.left if merged else (),
+                                  merge_dirs=merged.dirs if merged else ())
         else:
             ended = self.now()
             self.store.record_success(cluster=self.plan.cluster, set_name=self.set_name,
@@ -160,7 +175,10 @@ class _SetRun:
                                   deleted=outcome.deleted, detail=outcome.detail,
                                   quarantine_dir=qdir if quarantined else None,
                                   kept=outcome.kept,
-                                  kept_dir=outcome.kept_dir)
+                                  kept_dir=outcome.kept_dir,
+                                  merged=merged.merged if merged else None,
+                                  merge_left=merged.left if merged else (),
+                                  merge_dirs=merged.dirs if merged else ())
         finally:
             if token is not None:
                 self.locks.release(host=target.host, path=target.path, token=token)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from cr_orchestrator.errors import SyncError
+from cr_orchestrator.act.sync.merge import summarize_reasons
 from cr_orchestrator.model import Platform, ReplicaSet, Topology
 from cr_orchestrator.state.freshness import Freshness
 
@@ -53,6 +54,11 @@ class TargetResult:
     # --backup-dir on the target: a host that served, or the first sync at an epoch)
     kept: int = 0
     kept_dir: str | None = None
+    # Maildir reconcile (None: no merge ran): messages copied into the new primary, and
+    # (quarantined file, reason) for those that stay in quarantine
+    merged: int | None = None
+    merge_left: tuple[tuple[str, str], ...] = ()
+    merge_dirs: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -100,11 +106,27 @@ class SyncReport:
                                f"good sync were moved to {t.quarantine_dir} before the resync "
                                f"from {self.source}"),
                 })
+            if t.merged is not None:
+                events.append(self._merge_event(t))
         for problem in self.problems:
             events.append({"kind": "sync.problem", "cluster": self.cluster,
                            "replica_set": self.replica_set, "epoch": self.epoch,
                            "reason": problem})
         return events
+
+
+    def _merge_event(self, t: TargetResult) -> dict:
+        reasons = summarize_reasons(t.merge_left)
+        why = "; ".join(f"{n}: {reason}" for reason, n in sorted(reasons.items()))
+        return {
+            "kind": "sync.merge", "cluster": self.cluster, "replica_set": self.replica_set,
+            "host": t.host, "into": self.source, "epoch": self.epoch, "merged": t.merged,
+            "left": len(t.merge_left), "left_reasons": reasons,
+            "quarantine_dirs": list(t.merge_dirs),
+            "reason": (f"{t.merged} message(s) that {t.host} took alone were merged into "
+                       f"{self.source}'s Maildir; {len(t.merge_left)} left in quarantine"
+                       + (f" ({why})" if why else "")),
+        }
 
 
 def set_members(*, topology: Topology, cluster: str, replica_set: str) -> tuple[str, ...]:

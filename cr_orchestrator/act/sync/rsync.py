@@ -82,7 +82,8 @@ _QUARANTINED_LINE = re.compile(
     r"^cr-orchestrator: quarantined (\d+) file\(s\) in (\S+)$", re.MULTILINE)
 
 
-def fenced_rsync_path(*, cluster: str, epoch: int, dry_run: bool = False) -> str:
+def fenced_rsync_path(*, cluster: str, epoch: int, dry_run: bool = False,
+                      merge: bool = False) -> str:
     """Shell run on the target instead of plain ``rsync`` (rsync appends its server
     arguments, the destination path last).
 
@@ -100,8 +101,17 @@ def fenced_rsync_path(*, cluster: str, epoch: int, dry_run: bool = False) -> str
       The count and the directory are printed on stderr (:func:`parse_quarantined`).
     - After a good run (not a dry run) the target records ``<cluster>.synced`` = epoch,
       and "secondary <epoch>" if it claimed the primary role.
+
+    ``merge``: the receiving side of a Maildir merge *into the live primary* (messages a
+    returning old primary took alone). Still refuses an older epoch; also refuses a
+    target whose role record says "secondary" (demoted since: no longer the primary to
+    merge into). It never flips the role nor writes ``<cluster>.synced`` (the primary
+    did not become a replica), and needs no backup: the merge adds files, with
+    ``--ignore-existing`` and without ``--delete``.
     """
     record, role = (shlex.quote(p) for p in record_paths(cluster))
+    if merge:
+        return _merge_fence(record=record, role=role, epoch=int(epoch))
     synced = shlex.quote(synced_path(cluster))
     e = int(epoch)
     after = "true" if dry_run else (
@@ -109,13 +119,8 @@ def fenced_rsync_path(*, cluster: str, epoch: int, dry_run: bool = False) -> str
         f"case $claim in 'primary '*) "
         f"{{ printf 'secondary {e}\\n' > {role}.new && mv -f {role}.new {role}; }};; esac")
     script = (
-        f"f={record}; have=0; if [ -e \"$f\" ]; then have=$(cat \"$f\") || have=x; fi; "
-        f"case $have in ''|*[!0-9]*) echo \"{FENCE_REFUSED}: the epoch record $f on "
-        f"$(hostname) holds '$have', not a whole number\" >&2; exit 1;; esac; "
-        f"if [ \"$have\" -gt {e} ]; then echo \"{FENCE_REFUSED}: this sync carries epoch "
-        f"{e} but $(hostname) was promoted at epoch $have: not overwriting it\" >&2; exit 1; "
-        f"fi; "
-        f"claim=$(cat {role} 2>/dev/null); last=$(cat {synced} 2>/dev/null); keep=0; "
+        _epoch_check(record, e)
+        + f"claim=$(cat {role} 2>/dev/null); last=$(cat {synced} 2>/dev/null); keep=0; "
         f"case $claim in 'primary '*) keep=1;; esac; "
         f"case $last in ''|*[!0-9]*) keep=1;; *) [ \"$last\" -lt {e} ] && keep=1;; esac; "
         f"if [ $keep = 1 ]; then for last; do :; done; "
@@ -127,6 +132,28 @@ def fenced_rsync_path(*, cluster: str, epoch: int, dry_run: bool = False) -> str
         f"if [ $rc -eq 0 ] || [ $rc -eq 24 ]; then {after} || rc=11; fi; exit $rc")
     # rsync appends its --server arguments to this text: they become the script's "$@".
     return f"sh -c {shlex.quote(script)} cr-fence"
+
+
+def _epoch_check(record: str, e: int) -> str:
+    """Shell: refuse unless the epoch record is missing or holds at most ``e``."""
+    return (
+        f"f={record}; have=0; if [ -e \"$f\" ]; then have=$(cat \"$f\") || have=x; fi; "
+        f"case $have in ''|*[!0-9]*) echo \"{FENCE_REFUSED}: the epoch record $f on "
+        f"$(hostname) holds '$have', not a whole number\" >&2; exit 1;; esac; "
+        f"if [ \"$have\" -gt {e} ]; then echo \"{FENCE_REFUSED}: this sync carries epoch "
+        f"{e} but $(hostname) was promoted at epoch $have: not overwriting it\" >&2; exit 1; "
+        f"fi; ")
+
+
+def _merge_fence(*, record: str, role: str, epoch: int) -> str:
+    script = (
+        _epoch_check(record, epoch)
+        + f"claim=$(cat {role} 2>/dev/null); "
+        f"case $claim in 'secondary '*) echo \"{FENCE_REFUSED}: this merge carries epoch "
+        f"{epoch} but $(hostname) records '$claim': not the primary to merge into\" >&2; "
+        f"exit 1;; esac; "
+        f"exec rsync \"$@\"")
+    return f"sh -c {shlex.quote(script)} cr-fence-merge"
 
 
 def synced_path(cluster: str) -> str:
@@ -175,6 +202,35 @@ def rsync_argv(job: RsyncJob, *, inner_ssh: list[str]) -> list[str]:
     argv += [job.source_path.rstrip("/") + "/",
              f"{job.target_user}@{job.target_address}:{job.target_path.rstrip('/')}/"]
     return argv
+
+
+MERGED = "cr-merged "
+
+
+def merge_argv(*, quarantine_dir: str, target_user: str, target_address: str,
+               target_path: str, cluster: str, epoch: int, inner_ssh: list[str],
+               bandwidth_limit_kbps: int | None = None) -> list[str]:
+    """The rsync the *old primary* runs to copy the files named on stdin (NUL separated,
+    relative to ``quarantine_dir``) into the live primary's ``target_path``: same
+    relative paths, never over an existing file, nothing deleted, through the fence's
+    merge mode. Each copied file is printed as ``cr-merged <path>``."""
+    # --no-implied-dirs: the live new/ and cur/ keep their owner and mode (the
+    # quarantine's are root's: sent along, the MTA could no longer deliver)
+    argv = ["rsync", "-a", "--ignore-existing", "--no-implied-dirs", "--from0", "--files-from=-",
+            f"--timeout={IO_TIMEOUT_S}", f"--out-format={MERGED}%n"]
+    if bandwidth_limit_kbps:
+        argv.append(f"--bwlimit={max(1, bandwidth_limit_kbps * 1000 // 8192)}")
+    argv.append("--rsync-path=" + fenced_rsync_path(cluster=cluster, epoch=epoch, merge=True))
+    argv += ["-e", shlex.join(["ssh", *inner_ssh])]
+    argv += [quarantine_dir.rstrip("/") + "/",
+             f"{target_user}@{target_address}:{target_path.rstrip('/')}/"]
+    return argv
+
+
+def parse_merged(output: str) -> list[str]:
+    """Files (not directories) a merge run copied, from its ``cr-merged`` lines."""
+    return [line[len(MERGED):] for line in output.splitlines()
+            if line.startswith(MERGED) and not line.endswith("/")]
 
 
 def remote_command(argv: list[str], *, deadline_s: float) -> str:

@@ -50,8 +50,9 @@ def build_inventory(plan: LabPlan, *, tsig_secret: str,
                     "ttl": 5, "provider": "rfc2136", "key_name": TSIG_KEY_NAME,
                     "key_secret": tsig_secret, "key_algorithm": "hmac-sha256"},
         },
+        # maildir: a returning old primary's unique mail is merged back, not just kept aside
         "cr_replica_sets": [{"name": "maildata", "path": os.path.dirname(MAILDIR),
-                             "every": "30s"}],
+                             "every": "30s", "reconcile": "maildir"}],
     }
     children: dict = {
         "lab_linux": {
