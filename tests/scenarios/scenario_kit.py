@@ -20,6 +20,7 @@ import redis
 import yaml
 
 from cr_orchestrator.testworld.clientwatch import read_samples, summarise
+from cr_orchestrator.testworld.lab.mailload import read_attempts
 from cr_orchestrator.state.cluster import ClusterState
 from cr_orchestrator.testworld.clientwatch import wait_until
 from redis_dump import redis_text  # noqa: F401 - re-exported for the stories
@@ -389,3 +390,24 @@ def orchestrator(lab, split_brain_watch, tmp_path):
 def decisions(state: ClusterState) -> list[tuple[str, str | None]]:
     return [(e.data["action"], e.data.get("target")) for e in state.events("mail", count=1000)
             if e.kind == "decision"]
+
+
+class Load:
+    """The SMTP load client, in the client namespace, for the whole story."""
+
+    def __init__(self, lab, out: Path) -> None:
+        self.out, self.run = out, uuid.uuid4().hex[:8]
+        argv = [sys.executable, "-m", "cr_orchestrator.testworld.lab.mailload", "--to", lab.shared_ip,
+                "--every", "0.05", "--timeout", "1", "--run", self.run, "--out", str(out)]
+        self.proc = subprocess.Popen(lab.host_argv("client", argv), stdout=subprocess.DEVNULL,
+                                     stderr=open(out.with_suffix(".err"), "w"))
+
+    def acked_after(self, t: float) -> list:
+        if not self.out.exists():
+            return []
+        return [a for a in read_attempts(self.out) if a.acknowledged and a.t > t]
+
+    def stop(self) -> list:
+        self.proc.terminate()
+        self.proc.wait(20)
+        return read_attempts(self.out)

@@ -20,10 +20,10 @@ from pathlib import Path
 
 import pytest
 from scenario_kit import (  # noqa: F401 - fixtures
+    Load,
     client_script, running_orchestrator, scenario_inventory, shared_ip_holder,
     split_brain_watch, wait_for,
 )
-from test_interrupted_failover_then_redis_lost_mail import Load
 
 from cr_orchestrator.testworld.lab.mailcheck import judge, scan
 

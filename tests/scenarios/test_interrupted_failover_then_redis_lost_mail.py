@@ -31,34 +31,13 @@ from pathlib import Path
 
 import pytest
 from scenario_kit import (  # noqa: F401 - fixtures
+    Load,
     running_orchestrator, scenario_inventory, shared_ip_holder, split_brain_watch, wait_for,
 )
 
 from cr_orchestrator.testworld.lab.mailcheck import judge, scan
-from cr_orchestrator.testworld.lab.mailload import read_attempts
 
 pytestmark = pytest.mark.lab
-
-
-class Load:
-    """The SMTP load client, in the client namespace, for the whole story."""
-
-    def __init__(self, lab, out: Path) -> None:
-        self.out, self.run = out, uuid.uuid4().hex[:8]
-        argv = [sys.executable, "-m", "cr_orchestrator.testworld.lab.mailload", "--to", lab.shared_ip,
-                "--every", "0.05", "--timeout", "1", "--run", self.run, "--out", str(out)]
-        self.proc = subprocess.Popen(lab.host_argv("client", argv), stdout=subprocess.DEVNULL,
-                                     stderr=open(out.with_suffix(".err"), "w"))
-
-    def acked_after(self, t: float) -> list:
-        if not self.out.exists():
-            return []
-        return [a for a in read_attempts(self.out) if a.acknowledged and a.t > t]
-
-    def stop(self) -> list:
-        self.proc.terminate()
-        self.proc.wait(20)
-        return read_attempts(self.out)
 
 
 def _events(orch, kind: str) -> list:
