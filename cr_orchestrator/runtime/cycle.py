@@ -105,7 +105,8 @@ def record(env: Env, cluster: Cluster, observed: Observed, decision: Decision | 
     snapshot, state = observed.snapshot, env.state
     # a cluster Redis knew nothing of: the inventory's word, marked seeded until the
     # hosts' records confirm it (rule "hosts first")
-    state.ensure(cluster=cluster.name, configured_primary=cluster.configured_primary)
+    if snapshot.seeded:  # a no-op where Redis holds the state already: skip the call
+        state.ensure(cluster=cluster.name, configured_primary=cluster.configured_primary)
     state.record_decision(cluster=cluster.name, action=decision.action.value,
                           target=decision.target, reason=decision.reason,
                           situation=decision.situation_key, epoch=snapshot.epoch,

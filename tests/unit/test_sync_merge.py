@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 
 import pytest
+from fence_kit import RECORDS_DIR, fence_records, local_ssh
 
 from cr_orchestrator.act.sync import rsync
 from cr_orchestrator.act.sync.merge import message_dirs, plan_maildir_merge, summarize_reasons
@@ -66,21 +67,12 @@ def test_reasons_are_counted_with_the_flag_variants_folded():
 def _merge(tmp_path, files: list[str], *, epoch: int, role: str | None, record: str | None):
     """A real merge rsync through the fence's merge mode (records under tmp_path, the
     "ssh" runs the receiving side locally)."""
-    records = tmp_path / "records"
-    records.mkdir(exist_ok=True)
-    if role is not None:
-        (records / "mail.role").write_text(role + "\n")
-    if record is not None:
-        (records / "mail.epoch").write_text(record + "\n")
-    (records / "mail.synced").write_text("1\n")
-    fake_ssh = tmp_path / "ssh"
-    fake_ssh.write_text('#!/bin/sh\n[ "$1" = -l ] && shift 2\nshift\nexec sh -c "$*"\n')
-    fake_ssh.chmod(0o755)
+    records = fence_records(tmp_path, role=role, epoch=record, synced="1")
     argv = rsync.merge_argv(quarantine_dir=str(tmp_path / "q"), target_user="root",
                             target_address="x", target_path=str(tmp_path / "live"),
                             cluster="mail", epoch=epoch, inner_ssh=[])
-    argv = [a.replace("/var/lib/cr-orchestrator", str(records)) for a in argv]
-    argv[argv.index("-e") + 1] = str(fake_ssh)
+    argv = [a.replace(RECORDS_DIR, str(records)) for a in argv]
+    argv[argv.index("-e") + 1] = local_ssh(tmp_path)
     done = subprocess.run(argv, input="".join(f"{f}\0" for f in files), capture_output=True,
                           text=True)
     return done, {p.name: p.read_text().strip() for p in records.iterdir()}

@@ -3,6 +3,7 @@
 import shlex
 
 import pytest
+from fence_kit import RECORDS_DIR, fence_records, local_ssh
 
 from cr_orchestrator.errors import ConfigError
 from cr_orchestrator.model import SshSettings
@@ -145,18 +146,10 @@ def _push(tmp_path, *, epoch: int, role: str | None, dry_run: bool = False,
 
     from cr_orchestrator.act.sync.rsync import fenced_rsync_path
 
-    records = tmp_path / "records"
-    records.mkdir(exist_ok=True)
-    if role is not None:
-        (records / "mail.role").write_text(role + "\n")
-    if synced is not None:
-        (records / "mail.synced").write_text(synced + "\n")
+    records = fence_records(tmp_path, role=role, synced=synced)
     path = fenced_rsync_path(cluster="mail", epoch=epoch, dry_run=dry_run).replace(
-        "/var/lib/cr-orchestrator", str(records))
-    fake_ssh = tmp_path / "ssh"
-    fake_ssh.write_text('#!/bin/sh\nshift\nexec sh -c "$*"\n')
-    fake_ssh.chmod(0o755)
-    argv = ["rsync", "-a", "--delete", f"--rsync-path={path}", "-e", str(fake_ssh)]
+        RECORDS_DIR, str(records))
+    argv = ["rsync", "-a", "--delete", f"--rsync-path={path}", "-e", local_ssh(tmp_path)]
     argv += ["--dry-run"] if dry_run else []
     done = subprocess.run(argv + [f"{tmp_path}/src/", f"x:{tmp_path}/dst/"],
                           capture_output=True, text=True)
