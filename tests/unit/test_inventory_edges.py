@@ -10,7 +10,9 @@ loaded as user ``nobody``.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import stat
 import os
 import pwd
 import shutil
@@ -205,6 +207,25 @@ def _as_other_user() -> tuple[list[str], str]:
     return [setpriv, "--reuid=nobody", "--regid=nogroup", "--clear-groups"], "nobody"
 
 
+@contextlib.contextmanager
+def _traversable(*paths: Path):
+    """Let the unprivileged user pass through (x, not read) the directories above the
+    checkout and the venv for the run: a clone in a private directory (mktemp -d, 0700)
+    would otherwise hide the code under test from it. Modes are put back afterwards."""
+    changed: dict[Path, int] = {}
+    for path in paths:
+        for folder in [path, *path.parents]:
+            mode = folder.stat().st_mode
+            if folder not in changed and not mode & stat.S_IXOTH:
+                changed[folder] = stat.S_IMODE(mode)
+                folder.chmod(stat.S_IMODE(mode) | stat.S_IXOTH)
+    try:
+        yield
+    finally:
+        for folder, mode in changed.items():
+            folder.chmod(mode)
+
+
 LOADER = """
 import json, sys
 from cr_orchestrator.errors import ConfigError
@@ -237,8 +258,9 @@ def test_unreadable_files_and_directories_are_named_with_permission_denied():
         (root / "vault-pass").chmod(0)
         jobs.append(("unreadable_vault_password_file", str(CASES_DIR / "_base"), str(root / "vault-pass")))
         env = {**os.environ, "HOME": str(root / "home"), "PYTHONDONTWRITEBYTECODE": "1"}
-        done = subprocess.run([*prefix, sys.executable, "-c", LOADER, json.dumps(jobs)], cwd=root,
-                              env=env, capture_output=True, text=True, timeout=300)
+        with _traversable(Path(sys.prefix), CASES_DIR, Path(__file__).resolve().parents[2]):
+            done = subprocess.run([*prefix, sys.executable, "-c", LOADER, json.dumps(jobs)],
+                                  cwd=root, env=env, capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, done.stderr
         problems = json.loads(done.stdout)
     finally:
