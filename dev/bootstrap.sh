@@ -11,7 +11,9 @@ apt_packages=(
   openssh-server openssh-client rsync
   bind9 bind9-dnsutils
   dovecot-core dovecot-pop3d dovecot-imapd
-  keepalived redis-server python3
+  keepalived redis-server redis-sentinel python3
+  inotify-tools
+  prometheus chromium chromium-driver
 )
 
 log() { printf '[bootstrap] %s\n' "$*" >&2; }
