@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from pathlib import Path
 
 from cr_orchestrator.runtime.config import runtime
 from cr_orchestrator.runtime import cycle
 from cr_orchestrator.runtime.celery_app import app
 from cr_orchestrator.errors import CrError, StateError
+from cr_orchestrator.metrics import record_round
 from cr_orchestrator.model import Topology
 from cr_orchestrator.state.cluster import EventKind, connect
 
@@ -63,7 +65,9 @@ def make_env(inventory_path: str) -> cycle.Env:
 def probe_round(cluster: str, inventory_path: str) -> dict:
     """Observe → decide → act for one cluster (scheduled every probe interval)."""
     env = make_env(inventory_path)
+    started = time.time()
     outcome = cycle.probe_round(env, cluster)
+    record_round(env.redis, env.prefix, cluster=cluster, started=started, outcome=outcome)
     if outcome.decision is not None and outcome.epoch is not None:
         _follow_primary(env, inventory_path, cluster, outcome)
     return _result(outcome)
