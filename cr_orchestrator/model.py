@@ -11,6 +11,10 @@ from __future__ import annotations
 import enum
 import ipaddress
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from cr_orchestrator.notify.targets import NotifyTargets
 
 
 class Platform(enum.StrEnum):
@@ -229,6 +233,7 @@ class Cluster:
     switch: ClientSwitch
     replica_sets: tuple[ReplicaSet, ...]
     policy: Policy
+    notify: NotifyTargets | None = None  # cr_notify: where its notifications go
 
     @property
     def configured_primary(self) -> str:

@@ -21,13 +21,14 @@ from cr_orchestrator.inventory.crosscheck import (
     check_sites,
 )
 from cr_orchestrator.inventory.hosts import HOST_KEYS, HostVars, build_host
+from cr_orchestrator.inventory.notify import build_notify
 from cr_orchestrator.inventory.raw import RawInventory
 from cr_orchestrator.inventory.replication import Location, build_replica_sets
 from cr_orchestrator.inventory.values import Locate, Problems, Where, unknown_message
 from cr_orchestrator.model import Cluster, Host, Platform, Topology
 
 # Cluster variables a parent group may set for all its cluster groups (shared defaults).
-INHERITABLE_KEYS = ("cr_policy", "cr_failback")
+INHERITABLE_KEYS = ("cr_policy", "cr_failback", "cr_notify")
 
 
 def build_topology(exported: dict, *, source: str, locate: Locate | None = None,
@@ -90,6 +91,8 @@ def build_cluster(p: Problems, cv: ClusterVars, *, raw: RawInventory, inventory_
     services = build_services(p, cv, linux_only=linux_only)
     switch = build_switch(p, cv)
     policy = build_policy(p, cv)
+    notify = build_notify(p, cv.where("cr_notify"), cv.merged["cr_notify"]) \
+        if "cr_notify" in cv.merged else None
     replication = None
     if members is not None and name is not None:
         replication = build_replica_sets(p, cv, cluster=name, members=members, platforms=platforms,
@@ -98,7 +101,7 @@ def build_cluster(p: Problems, cv: ClusterVars, *, raw: RawInventory, inventory_
         return None
     replica_sets, locations = replication
     cluster = Cluster(name=name, group=cv.group, members=members, services=services, switch=switch,
-                      replica_sets=replica_sets, policy=policy)
+                      replica_sets=replica_sets, policy=policy, notify=notify)
     if all(m.host in hosts for m in members):
         check_sites(p, cluster, cv, hosts)
     check_replica_coverage(p, cluster, cv)

@@ -34,7 +34,7 @@ from cr_orchestrator.model import (
 )
 
 CLUSTER_KEYS = ("cr_cluster", "cr_members", "cr_services", "cr_switch", "cr_replica_sets",
-                "cr_failback", "cr_policy")
+                "cr_failback", "cr_policy", "cr_notify")
 MEMBER_KEYS = ("role", "priority")
 SERVICE_KEYS = ("name", "checks", "control")
 CHECK_OPTION_KEYS = ("path", "status")
