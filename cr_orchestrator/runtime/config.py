@@ -16,6 +16,7 @@ CR_VAULT_PASSWORD_FILE    vault password file                         (none)
 CR_ARTIFACTS              where playbook run records go               /var/lib/cr-orchestrator/runs
 CR_SSH_CONTROL_DIR        ssh ControlMaster sockets                   $TMPDIR/cr-ssh-UID/SCOPE
 CR_LAB_NAME               lab scope of those sockets (lab runs only)  default
+CR_CONSOLE_TOKEN_FILE     file holding the console's action token     (none: read-only)
 ANSIBLE_HOST_KEY_CHECKING passed on to ansible-playbook               False
 ========================  ==========================================  =====================
 """
@@ -43,6 +44,7 @@ class RuntimeConfig:
     ssh_control_dir: Path | None = None  # None: per user and lab scope under $TMPDIR
     lab_name: str | None = None
     ansible_host_key_checking: str = "False"
+    console_token_file: Path | None = None  # crctl serve: actions need the token it holds
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str]) -> RuntimeConfig:
@@ -58,6 +60,7 @@ class RuntimeConfig:
             ssh_control_dir=Path(d) if (d := get("CR_SSH_CONTROL_DIR")) else None,
             lab_name=get("CR_LAB_NAME"),
             ansible_host_key_checking=environ.get("ANSIBLE_HOST_KEY_CHECKING", "False"),
+            console_token_file=Path(t) if (t := get("CR_CONSOLE_TOKEN_FILE")) else None,
         )
 
     def control_dir(self) -> Path:
