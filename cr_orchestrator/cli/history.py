@@ -40,6 +40,11 @@ def clusters_with_history(client, prefix: str) -> list[str]:
 def format_event(event) -> str:
     """One line: time, cluster, kind, and what happened."""
     stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(event.at))
+    return f"{stamp}  {event.cluster:<10} {event.kind:<9} {event_text(event)}"
+
+
+def event_text(event) -> str:
+    """What happened, as the sentence ``crctl history`` and the console show."""
     d = event.data
     if event.kind == "decision":
         what = f"{d.get('action')}" + (f" {d['target']}" if d.get("target") else "")
@@ -61,7 +66,7 @@ def format_event(event) -> str:
                 f"{gone}, {d.get('duration_s')} s; {d.get('reason')}")
     else:
         text = d.get("reason") or json.dumps(d, sort_keys=True)
-    return f"{stamp}  {event.cluster:<10} {event.kind:<9} {text}"
+    return text
 
 
 def run(args: argparse.Namespace) -> int:
