@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "run",
     "control",
     "history",
+    "serve",
     "demo",
 )
 

@@ -1,0 +1,1 @@
+"""``crctl serve``: the web console (pages, actions, /metrics)."""
