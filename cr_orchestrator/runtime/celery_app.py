@@ -18,6 +18,7 @@ from __future__ import annotations
 from celery import Celery
 
 from cr_orchestrator.runtime.config import runtime
+from cr_orchestrator.state import redis_address
 from cr_orchestrator.state.cluster import default_redis_url
 
 PLAYBOOK_TIMEOUT_S = 240  # one ansible-playbook run (the runner's own deadline)
@@ -45,18 +46,26 @@ def make_app(*, redis_url: str | None = None, prefix: str | None = None) -> Cele
     prefix = prefix or default_prefix()
     app = Celery("cr_orchestrator", include=["cr_orchestrator.runtime.tasks"])
     keyprefix = f"{prefix}:celery:"
+    # One server or a Sentinel-named master (state/redis_address.py): the broker, the
+    # results and RedBeat all follow a Sentinel failover (kombu re-asks the sentinels
+    # when it reconnects; RedBeat's retrying connection does the same).
+    connection = redis_address.celery_settings(redis_address.parse(url))
     app.conf.update(
-        broker_url=url,
-        result_backend=url,
+        broker_url=connection["broker_url"],
+        result_backend=connection["result_backend"],
         broker_connection_retry_on_startup=True,
+        broker_connection_max_retries=None,  # a worker never gives up on its broker
         broker_transport_options={
+            **connection.get("broker_transport_options", {}),
             "visibility_timeout": VISIBILITY_TIMEOUT_S,
             "global_keyprefix": keyprefix,
         },
-        result_backend_transport_options={"global_keyprefix": keyprefix},
+        result_backend_transport_options={
+            **connection.get("result_backend_transport_options", {}),
+            "global_keyprefix": keyprefix},
         result_expires=3600,
-        redbeat_redis_url=url,  # explicit: falling back to the broker URL is deprecated
-        redbeat_redis_options={"socket_timeout": 5, "socket_connect_timeout": 3},
+        redbeat_redis_url=connection["redbeat_redis_url"],
+        redbeat_redis_options=connection["redbeat_redis_options"],
         redbeat_key_prefix=f"{prefix}:redbeat:",
         redbeat_lock_timeout=REDBEAT_LOCK_TIMEOUT_S,
         beat_max_loop_interval=BEAT_MAX_LOOP_INTERVAL_S,

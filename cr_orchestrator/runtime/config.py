@@ -10,6 +10,9 @@ the test world, read their own.)
 variable                  meaning                                     default
 ========================  ==========================================  =====================
 CR_REDIS_URL              the orchestrator's Redis                    redis://127.0.0.1:6379/0
+                          (or redis-sentinel://H:P,H:P/MASTER: state/redis_address.py)
+CR_REDIS_SENTINELS        sentinels H:P,H:P,... (overrides the URL)   (none)
+CR_REDIS_MASTER           the master's name at those sentinels        cr
 CR_PREFIX                 key prefix of every Redis key, queue, entry cr
 CR_INVENTORY              inventory for ``crctl`` and the worker      (none)
 CR_VAULT_PASSWORD_FILE    vault password file                         (none)
@@ -52,7 +55,8 @@ class RuntimeConfig:
             return environ.get(name) or None
 
         return cls(
-            redis_url=get("CR_REDIS_URL") or DEFAULT_REDIS_URL,
+            redis_url=_redis_url(get("CR_REDIS_URL"), get("CR_REDIS_SENTINELS"),
+                                 get("CR_REDIS_MASTER")),
             prefix=get("CR_PREFIX") or DEFAULT_PREFIX,
             inventory=get("CR_INVENTORY"),
             vault_password_file=get("CR_VAULT_PASSWORD_FILE"),
@@ -69,6 +73,14 @@ class RuntimeConfig:
         if self.ssh_control_dir is not None:
             return self.ssh_control_dir
         return Path(tempfile.gettempdir()) / f"cr-ssh-{os.getuid()}" / (self.lab_name or "default")
+
+
+def _redis_url(url: str | None, sentinels: str | None, master: str | None) -> str:
+    if sentinels is None:
+        return url or DEFAULT_REDIS_URL
+    from cr_orchestrator.state.redis_address import sentinel_address
+
+    return sentinel_address(sentinels, master or "cr", what="CR_REDIS_SENTINELS")
 
 
 def runtime() -> RuntimeConfig:

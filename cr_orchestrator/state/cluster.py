@@ -35,6 +35,7 @@ import redis
 from redis.exceptions import LockError
 
 from cr_orchestrator.procs import pid_alive
+from cr_orchestrator.state import redis_address
 from cr_orchestrator.errors import StateError
 from cr_orchestrator.model import Secret, Topology
 
@@ -105,11 +106,25 @@ def default_redis_url() -> str:
 
 
 def connect(url: str | None = None) -> redis.Redis:
-    """A Redis client with short timeouts (state calls must never hang a probe round)."""
-    return redis.Redis.from_url(
-        url or default_redis_url(), socket_timeout=5, socket_connect_timeout=3,
-        health_check_interval=30,
-    )
+    """A Redis client with short timeouts (state calls must never hang a probe round):
+    one server, or the master Sentinel names (``redis-sentinel://``, re-discovered when
+    lost). It knows how many replicas must acknowledge a write that matters
+    (:func:`min_acks_of`)."""
+    address = redis_address.parse(url or default_redis_url())
+    client = redis_address.client(address)
+    client.cr_min_acks = address.min_acks  # type: ignore[attr-defined]
+    return client
+
+
+def min_acks_of(client: redis.Redis) -> int:
+    """Replicas that must acknowledge a write that matters (0 for a client not made by
+    :func:`connect`, e.g. a test's own plain client)."""
+    return int(getattr(client, "cr_min_acks", 0))
+
+
+class NotReplicated(StateError):
+    """A write that matters reached the master but not enough replicas: this side may be
+    cut off from the majority, so nothing may act on it."""
 
 
 def persistence_warning(client: redis.Redis) -> str | None:
@@ -222,6 +237,41 @@ class ClusterState:
         self._ensure = redis_client.register_script(_ENSURE)
         self._adopt = redis_client.register_script(_ADOPT)
         self._finish_change = redis_client.register_script(_FINISH_CHANGE)
+        self.min_acks = min_acks_of(redis_client)
+
+    @contextlib.contextmanager
+    def _quorum_write(self, what: str) -> Iterator[None]:
+        """A write the master refused for want of good replicas is :class:`NotReplicated`."""
+        try:
+            yield
+        except redis.ResponseError as exc:
+            if not str(exc).startswith("NOREPLICAS"):
+                raise
+            raise NotReplicated(f"{what} was refused by the Redis master (not enough good "
+                                "replicas): this orchestrator may be cut off from the "
+                                "majority of the Redis quorum; not acting on it") from exc
+
+    def replicated(self, what: str) -> None:
+        """Wait until ``min_acks`` replicas hold every write made so far on this
+        connection (``WAIT``); :class:`NotReplicated` when they do not within the timeout.
+        Called after a write that something will act on: a master on the minority side
+        of a partition would otherwise let this orchestrator move hosts on a state the
+        majority never saw (and that a Sentinel failover throws away)."""
+        if self.min_acks <= 0:
+            return
+        # WAIT counts the writes of its own connection, and a pool may hand out another
+        # one: write a marker and WAIT on one connection. The replication stream is
+        # ordered, so replicas past the marker hold every earlier write too.
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.set(f"{self.prefix}:replication-marker", repr(time.time()))
+        pipe.execute_command("WAIT", self.min_acks, redis_address.WAIT_TIMEOUT_MS)
+        with self._quorum_write(what):
+            acked = int(pipe.execute()[1])
+        if acked < self.min_acks:
+            raise NotReplicated(
+                f"{what} was acknowledged by {acked} of the {self.min_acks} replica(s) "
+                f"required within {redis_address.WAIT_TIMEOUT_MS} ms: this orchestrator "
+                "may be cut off from the majority of the Redis quorum; not acting on it")
 
     # -- keys ---------------------------------------------------------------------------
     def key(self, cluster: str, part: str | None = None) -> str:
@@ -252,13 +302,15 @@ class ClusterState:
     def adopt(self, *, cluster: str, primary: str, epoch: int, expected_epoch: int) -> None:
         """Take the primary and epoch that the hosts recorded (clears ``seeded`` and any
         journaled change); :class:`PromotionConflict` when Redis moved meanwhile."""
-        result = self._adopt(keys=[self.key(cluster)],
-                             args=[str(expected_epoch), primary, str(int(epoch))])
+        with self._quorum_write(f"adopting {primary} at epoch {epoch} in {cluster}"):
+            result = self._adopt(keys=[self.key(cluster)],
+                                 args=[str(expected_epoch), primary, str(int(epoch))])
         if int(result[0]) != 1:
             current = self._int(self.key(cluster), result[1], "epoch")
             raise PromotionConflict(
                 f"cannot adopt {primary} at epoch {epoch} in {cluster}: epoch is {current} "
                 f"(primary {result[2].decode() or 'nobody'}), not the expected {expected_epoch}")
+        self.replicated(f"adopting {primary} at epoch {epoch} in {cluster}")
 
     # -- the journal of a change in progress --------------------------------------------
     def change(self, cluster: str) -> dict | None:
@@ -302,9 +354,11 @@ class ClusterState:
         """
         at = time.time() if now is None else now
         journal = dumps({**change, "new_primary": new_primary, "at": at}) if change else ""
-        result = self._promote(keys=[self.key(cluster)],
-                               args=[str(expected_epoch), new_primary, repr(at), journal])
+        with self._quorum_write(f"the promotion of {new_primary} in {cluster}"):
+            result = self._promote(keys=[self.key(cluster)],
+                                   args=[str(expected_epoch), new_primary, repr(at), journal])
         if int(result[0]) == 1:
+            self.replicated(f"the promotion of {new_primary} in {cluster}")
             return int(result[1])
         current = self._int(self.key(cluster), result[1], "epoch")
         holder = result[2].decode() if result[2] else "nobody"
