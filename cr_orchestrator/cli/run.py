@@ -110,6 +110,10 @@ class Supervisor:
         self.started_at[name] = time.monotonic()
         log.info("started %s (pid %d)", name, self.procs[name].pid)
 
+    def running(self, name: str) -> bool:
+        proc = self.procs.get(name)
+        return proc is not None and proc.poll() is None
+
     def revive(self) -> None:
         """Start again every child that died, once its back-off has passed."""
         now = time.monotonic()
@@ -172,7 +176,8 @@ def run(args: argparse.Namespace) -> int:
     from cr_orchestrator.cli.validate import inventory_of
     from cr_orchestrator.runtime.config import child_environ
     from cr_orchestrator.inventory import load_topology
-    from cr_orchestrator.runtime.schedule import live_primaries, missing_entries, sync_schedule
+    from cr_orchestrator.runtime.schedule import (
+        follow_primaries, mark_sites_alive, missing_entries, routing)
     from redis.exceptions import RedisError
 
     from cr_orchestrator.state.cluster import connect, persistence_warning, release_dead_holders
@@ -191,8 +196,10 @@ def run(args: argparse.Namespace) -> int:
 
     def resync_schedule(topo) -> None:
         current["topology"] = topo
-        change = sync_schedule(app, topo, inventory, primaries=live_primaries(
-            topology=topo, redis_client=client, prefix=app.conf.cr_prefix))
+        change = follow_primaries(app, topo, inventory, redis_client=client,
+                                  prefix=app.conf.cr_prefix)
+        current["routing"] = routing(topo, inventory, redis_client=client,
+                                     prefix=app.conf.cr_prefix)
         log.info("%s", change)
 
     resync_schedule(topology)
@@ -201,6 +208,7 @@ def run(args: argparse.Namespace) -> int:
     if args.vault_password_file:
         env["CR_VAULT_PASSWORD_FILE"] = str(Path(args.vault_password_file).resolve())
     node = "cr-" + "-".join(s.removeprefix("site.") for s in queues)
+    own_sites = [q.removeprefix("site.") for q in queues]
     supervisor = Supervisor(child_commands(queues=queues, concurrency=args.concurrency,
                                            loglevel=args.loglevel, beat=not args.no_beat,
                                            node=node),
@@ -210,6 +218,14 @@ def run(args: argparse.Namespace) -> int:
         # outage for a failover): free the ones whose holding process is gone. A Redis
         # that lost its keys lost the schedule too: write it again from the inventory.
         try:
+            # Only while our worker runs: its sites' rounds may be routed here.
+            if supervisor.running("worker"):
+                mark_sites_alive(client, app.conf.cr_prefix, own_sites, node)
+            if routing(current["topology"], inventory, redis_client=client,
+                       prefix=app.conf.cr_prefix) != current.get("routing"):
+                log.warning("re-routing rounds: a site's orchestrator node came or went, "
+                            "or a primary moved")
+                resync_schedule(current["topology"])
             for key in release_dead_holders(client, app.conf.cr_prefix):
                 log.warning("freed %s: the process holding it is gone", key)
             if missing := missing_entries(app, current["topology"], inventory):

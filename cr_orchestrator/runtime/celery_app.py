@@ -28,7 +28,10 @@ SOFT_TIME_LIMIT_S = 2 * PLAYBOOK_TIMEOUT_S + SYNC_TIMEOUT_S + 60
 TIME_LIMIT_S = SOFT_TIME_LIMIT_S + 60
 VISIBILITY_TIMEOUT_S = 2 * TIME_LIMIT_S
 BEAT_MAX_LOOP_INTERVAL_S = 1  # a 2 s probe interval needs a beat that wakes every second
-REDBEAT_LOCK_TIMEOUT_S = 30  # a standby beat takes over within this after a crash
+# A standby beat takes over within this after a crash (the active one renews it every
+# tick, i.e. every second): short, because a beat that died with its site holds every
+# round of every cluster until then.
+REDBEAT_LOCK_TIMEOUT_S = 10
 
 
 def default_prefix() -> str:

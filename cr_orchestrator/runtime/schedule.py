@@ -65,12 +65,14 @@ def sync_entry_name(cluster: str, replica_set: str) -> str:
 
 
 def wanted_entries(*, topology: Topology, inventory_path: str,
-                   primaries: dict[str, str] | None = None) -> list[Wanted]:
-    """Pure: the entries the inventory calls for (``primaries``: live primary per cluster)."""
+                   primaries: dict[str, str] | None = None,
+                   alive_sites: frozenset[str] | None = None) -> list[Wanted]:
+    """Pure: the entries the inventory calls for (``primaries``: live primary per cluster;
+    ``alive_sites``: the sites whose orchestrator nodes are alive, None: not known)."""
     out = []
     for name, cluster in sorted(topology.clusters.items()):
         primary = (primaries or {}).get(name) or cluster.configured_primary
-        queue = site_queue(_site_of(topology, cluster, primary))
+        queue = site_queue(route_site(topology, cluster, primary, alive_sites))
         out.append(Wanted(probe_entry_name(name), PROBE_TASK, cluster.policy.probe_interval_s,
                           (name, inventory_path), queue))
         for rs in cluster.replica_sets:
@@ -83,6 +85,48 @@ def _site_of(topology: Topology, cluster: Cluster, primary: str) -> str:
     if primary in topology.hosts and primary in cluster.hosts():
         return topology.hosts[primary].site
     return topology.hosts[cluster.configured_primary].site
+
+
+def route_site(topology: Topology, cluster: Cluster, primary: str,
+               alive_sites: frozenset[str] | None) -> str:
+    """The site whose workers run the cluster's rounds: the live primary's, while an
+    orchestrator node of that site is alive; else another site of the cluster's members
+    that has one (the site that lost its primary's whole site must still decide: its
+    node died with it). Unknown liveness, or no live node at all: the primary's site."""
+    home = _site_of(topology, cluster, primary)
+    if alive_sites is None or home in alive_sites:
+        return home
+    others = sorted({topology.hosts[h].site for h in cluster.hosts() if h in topology.hosts}
+                    & alive_sites)
+    return others[0] if others else home
+
+
+def site_alive_key(prefix: str, site: str) -> str:
+    return f"{prefix}:site-alive:{site}"
+
+
+SITE_ALIVE_TTL_S = 5.0
+
+
+def mark_sites_alive(redis_client: redis_lib.Redis, prefix: str, sites: list[str],
+                     node: str) -> None:
+    """This node's worker serves ``sites``: say so for a few seconds (renewed every loop
+    of ``crctl run``; a node that dies, or is cut off from the Redis majority and can no
+    longer write, drops out within :data:`SITE_ALIVE_TTL_S`)."""
+    pipe = redis_client.pipeline(transaction=False)
+    for site in sites:
+        pipe.set(site_alive_key(prefix, site), node, px=int(SITE_ALIVE_TTL_S * 1000))
+    pipe.execute()
+
+
+def alive_sites(topology: Topology, redis_client: redis_lib.Redis,
+                prefix: str) -> frozenset[str] | None:
+    """Sites with a live orchestrator node; None when no node ever said (a setup without
+    site nodes, e.g. one ``crctl run`` for every site, which marks them all)."""
+    sites = sorted(topology.sites)
+    values = redis_client.mget([site_alive_key(prefix, s) for s in sites])
+    alive = frozenset(s for s, v in zip(sites, values, strict=True) if v is not None)
+    return alive or None
 
 
 def existing_entries(app: Celery) -> dict[str, RedBeatSchedulerEntry]:
@@ -120,7 +164,8 @@ def _same(entry: RedBeatSchedulerEntry, want: Wanted) -> bool:
 
 
 def sync_schedule(app: Celery, topology: Topology, inventory_path: str, *,
-                  primaries: dict[str, str] | None = None) -> ScheduleChange:
+                  primaries: dict[str, str] | None = None,
+                  alive: frozenset[str] | None = None) -> ScheduleChange:
     """Make RedBeat hold exactly the entries the inventory calls for.
 
     New entries are added, changed ones rewritten (keeping their last run time), and
@@ -129,7 +174,7 @@ def sync_schedule(app: Celery, topology: Topology, inventory_path: str, *,
     have = existing_entries(app)
     added, updated, kept = [], [], []
     for want in wanted_entries(topology=topology, inventory_path=inventory_path,
-                               primaries=primaries):
+                               primaries=primaries, alive_sites=alive):
         current = have.pop(want.name, None)
         if current is not None and _same(current, want):
             kept.append(want.name)
@@ -153,9 +198,20 @@ def live_primaries(*, topology: Topology, redis_client: redis_lib.Redis,
 
 def follow_primaries(app: Celery, topology: Topology, inventory_path: str, *,
                      redis_client: redis_lib.Redis, prefix: str) -> ScheduleChange:
-    """Re-route every cluster's entries to the site of its live primary (after a move)."""
+    """Re-route every cluster's entries to the site of its live primary (after a move),
+    or to a site with a live orchestrator node when the primary's has none."""
     return sync_schedule(app, topology, inventory_path, primaries=live_primaries(
-        topology=topology, redis_client=redis_client, prefix=prefix))
+        topology=topology, redis_client=redis_client, prefix=prefix),
+        alive=alive_sites(topology, redis_client, prefix))
+
+
+def routing(topology: Topology, inventory_path: str, *, redis_client: redis_lib.Redis,
+            prefix: str) -> dict[str, str]:
+    """Entry name -> queue, as :func:`follow_primaries` would route now (cheap to compare)."""
+    return {w.name: w.queue for w in wanted_entries(
+        topology=topology, inventory_path=inventory_path,
+        primaries=live_primaries(topology=topology, redis_client=redis_client, prefix=prefix),
+        alive_sites=alive_sites(topology, redis_client, prefix))}
 
 
 class RedisTolerantScheduler(RedBeatScheduler):

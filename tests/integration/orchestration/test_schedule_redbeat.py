@@ -59,3 +59,27 @@ def test_foreign_entries_are_left_alone(app, prefix):
     change = sync_schedule(app, make_topology(clusters=()), "/inv")
     assert change.removed == ()
     assert RedBeatSchedulerEntry.from_key(f"{prefix}:redbeat:someone-elses", app=app)
+
+
+def test_rounds_go_to_a_site_whose_orchestrator_node_is_alive():
+    """A site lost whole takes its orchestrator node with it: the rounds of a cluster
+    whose primary was there go to the other site's workers, and come home after."""
+    from cr_orchestrator.runtime.schedule import route_site
+
+    topology = make_topology()
+    mail = topology.clusters["mail"]
+    assert route_site(topology, mail, "mail-a", None) == "site-a"
+    assert route_site(topology, mail, "mail-a", frozenset({"site-a", "site-b"})) == "site-a"
+    assert route_site(topology, mail, "mail-a", frozenset({"site-b"})) == "site-b"
+    assert route_site(topology, mail, "mail-dr", frozenset({"site-b"})) == "site-b"
+    assert route_site(topology, mail, "mail-a", frozenset({"elsewhere"})) == "site-a"
+
+
+def test_crctl_run_marks_its_sites_alive_and_re_routes_when_one_goes(redis_client, prefix):
+    from cr_orchestrator.runtime.schedule import alive_sites, mark_sites_alive, site_alive_key
+
+    topology = make_topology()
+    assert alive_sites(topology, redis_client, prefix) is None
+    mark_sites_alive(redis_client, prefix, ["site-b"], "cr-site-b")
+    assert alive_sites(topology, redis_client, prefix) == frozenset({"site-b"})
+    assert 0 < redis_client.pttl(site_alive_key(prefix, "site-b")) <= 5000
