@@ -32,10 +32,13 @@ def cluster_view(topology: Topology, cluster: Cluster, live: dict) -> dict:
     for member in cluster.members:
         host = topology.hosts[member.host]
         word = health.get(member.host)
+        colour = _health(word)
+        if member.host != primary and word == "service down":
+            word, colour = "standby (host up, service stopped)", "standby"  # cold standby
         sites.setdefault(host.site, []).append({
             "name": member.host, "role": member.role.value, "primary": member.host == primary,
             "address": host.service_address, "platform": host.platform.value,
-            "health": word or "no verdict yet", "colour": _health(word),
+            "health": word or "no verdict yet", "colour": colour,
             "lag_s": {s: v.get(member.host) for s, v in lags.items()
                       if member.host in v and member.host != primary},
         })

@@ -32,7 +32,7 @@ const Console = (() => {
       for (const h of s.hosts) {
         const box = el("div", {class: `host ${h.colour}` + (h.primary ? " is-primary" : ""), "data-host": h.name},
           el("div", {class: "host-name"}, h.name, h.primary ? el("span", {class: "badge primary-badge"}, "PRIMARY") : null),
-          el("div", {class: "hint"}, `${h.role} · ${h.platform} · ${h.address}`),
+          el("div", {class: "hint"}, `${h.role === "primary" ? "configured primary" : h.role} · ${h.platform} · ${h.address}`),
           el("div", {class: "health"}, h.health));
         for (const [set, lag] of Object.entries(h.lag_s)) {
           const late = lag === null || lag > c.max_replica_lag_s;
