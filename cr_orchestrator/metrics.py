@@ -145,7 +145,8 @@ class StateCollector:
                 probe_up.add_metric([name, host, check], 1 if ok else 0)
             for rs in cluster.replica_sets:
                 for host, record in sorted(fresh.freshness(name, rs.name, now=now).items()):
-                    if record.lag_s is not None:
+                    # the live primary's own record is from when it was a target: not a lag
+                    if record.lag_s is not None and host != live:
                         lag.add_metric([name, rs.name, host], record.lag_s)
             max_lag.add_metric([name], cluster.policy.max_replica_lag_s)
             period = cluster.policy.failover_period_s

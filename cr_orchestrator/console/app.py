@@ -66,7 +66,10 @@ def check_token(token_file: Path | None, offered: str | None) -> None:
         raise TokenError("refused: the console token is missing or wrong; nothing was done")
 
 
-def make_app(config: ConsoleConfig, *, client: redis.Redis | None = None) -> Starlette:
+def make_app(config: ConsoleConfig, *, client: redis.Redis | None = None,
+             topology_of=None) -> Starlette:
+    """The application; ``topology_of()`` gives the inventory's topology (default: loaded
+    from ``config.inventory``, again whenever one of its files changes)."""
     from cr_orchestrator.metrics import registry_for
     from cr_orchestrator.runtime.tasks import topology_for
     from cr_orchestrator.state.cluster import connect
@@ -75,7 +78,7 @@ def make_app(config: ConsoleConfig, *, client: redis.Redis | None = None) -> Sta
     templates = Jinja2Templates(directory=str(HERE / "templates"))
 
     def topology():
-        return topology_for(config.inventory)
+        return topology_of() if topology_of is not None else topology_for(config.inventory)
 
     registry = registry_for(topology_of=topology, client=client, prefix=config.prefix)
 
