@@ -35,6 +35,14 @@ class FailbackMode(enum.StrEnum):
     AUTO = "auto"
 
 
+class DrMode(enum.StrEnum):
+    """``cr_dr``: may a replica (a DR copy, usually on another site) be promoted without
+    an operator when no secondary can take over?"""
+
+    MANUAL = "manual"  # HOLD, saying the command an operator runs
+    AUTO = "auto"  # yes: by the Redis quorum's majority side only, within max_replica_lag
+
+
 class CheckKind(enum.StrEnum):
     SMTP = "smtp"
     POP3 = "pop3"
@@ -222,6 +230,7 @@ class Policy:
     failback: FailbackMode = FailbackMode.MANUAL
     failback_min_healthy_s: float = 60.0
     max_replica_lag_s: float = 300.0
+    dr: DrMode = DrMode.MANUAL
 
 
 @dataclass(frozen=True)

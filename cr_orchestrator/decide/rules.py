@@ -33,7 +33,10 @@ Rules, in order of precedence (the first that applies wins):
    RESTART_SERVICE;
 10. otherwise failover: HOLD if not confirmed from a second vantage, if the failover
    budget is spent, or if no secondary is eligible (down, too stale, never synced);
-   else FAILOVER to the best secondary (health, then freshness, then priority).
+   else FAILOVER to the best secondary (health, then freshness, then priority); with no
+   secondary able, a DR replica within ``max_replica_lag`` is promoted only when
+   ``cr_dr: auto`` and this orchestrator holds the Redis quorum's majority, else HOLD
+   saying the command an operator runs.
 """
 
 from __future__ import annotations
@@ -44,7 +47,7 @@ from typing import TypedDict, Unpack
 
 from cr_orchestrator.observe.health import Liveness
 from cr_orchestrator.state.host_records import HostRecord
-from cr_orchestrator.model import FailbackMode, Policy, Role
+from cr_orchestrator.model import DrMode, FailbackMode, Policy, Role
 
 
 class Action(enum.StrEnum):
@@ -87,6 +90,9 @@ class Situation(enum.StrEnum):
     DOWN_UNCONFIRMED = "down_unconfirmed"
     FAILOVER_BUDGET_SPENT = "failover_budget_spent"
     NO_ELIGIBLE_TARGET = "no_eligible_target"
+    DR_NEEDS_OPERATOR = "dr_needs_operator"  # cr_dr manual: a DR replica could take over
+    DR_NEEDS_QUORUM = "dr_needs_quorum"  # cr_dr auto, but not on the quorum's majority side
+    DR_FAILOVER = "dr_failover"  # cr_dr auto: promoting a DR replica
     PRIMARY_DOWN = "primary_down"
     OPERATOR = "operator"  # a decision an operator made (commands), not decide()
 
@@ -187,6 +193,9 @@ class ClusterSnapshot:
     shared_ip: str | None = None  # clients' address, when the cluster switches by shared IP
     seeded: bool = False  # Redis's state is the inventory's word, not checked against hosts
     interrupted: Interrupted | None = None  # a journaled change nobody is running
+    # this orchestrator's Redis master holds the replicas its quorum requires (Sentinel);
+    # None: a plain Redis, where no majority can be known
+    quorum: bool | None = None
 
     @classmethod
     def empty(cls, cluster: str = "", *, now: float = 0.0) -> ClusterSnapshot:
@@ -566,6 +575,11 @@ def _failover(snapshot: ClusterSnapshot, policy: Policy, primary: MemberState) -
     eligible, refused = rank_targets(snapshot, policy)
     if not eligible:
         why = "; ".join(refused) or "no other member"
+        dr = _disaster_recovery(snapshot, policy, down=down, why=why)
+        if dr is not None:
+            return dr
+        if policy.dr is DrMode.AUTO:  # say why no DR replica qualifies either
+            why = "; ".join(rank_targets(snapshot, policy, allow_replica=True)[1]) or why
         return _decision(Situation.NO_ELIGIBLE_TARGET,
             Action.HOLD, None, f"not failing over: {down}, but no eligible target: {why}"
         )
@@ -576,6 +590,38 @@ def _failover(snapshot: ClusterSnapshot, policy: Policy, primary: MemberState) -
         best.host,
         f"failing over from {primary.host} to {best.host}: {down}; {detail}",
     )
+
+
+def _disaster_recovery(snapshot: ClusterSnapshot, policy: Policy, *, down: str,
+                       why: str) -> Decision | None:
+    """No secondary can take over: may a DR replica (``cr_dr``)? None when none could."""
+    replicas = [m for m in rank_targets(snapshot, policy, allow_replica=True)[0]
+                if m.role is Role.REPLICA]
+    if not replicas:
+        return None
+    best = replicas[0]
+    command = f"crctl failover {snapshot.cluster} --to {best.host}"
+    detail = f"{best.host} {_lag(best)}" if snapshot.replicated else f"{best.host} up"
+    if policy.dr is not DrMode.AUTO:
+        return _decision(Situation.DR_NEEDS_OPERATOR, Action.HOLD, None,
+                         f"not failing over: {down}, but no eligible target: {why}; "
+                         f"DR replica {detail} could (max {policy.max_replica_lag_s:.0f} s): "
+                         f"cr_dr is manual, so an operator decides: run `{command}`")
+    if snapshot.quorum is not True:
+        side = ("this orchestrator's Redis is a single server, not a Sentinel quorum"
+                if snapshot.quorum is None else
+                "this orchestrator's Redis master lacks the replicas its quorum requires "
+                "(it may be on the minority side of a partition)")
+        return _decision(Situation.DR_NEEDS_QUORUM, Action.HOLD, None,
+                         f"not failing over: {down}, but no eligible target: {why}; "
+                         f"cr_dr is auto, but {side}: a DR promotion across sites is made "
+                         f"only by the majority side; an operator who knows may run "
+                         f"`{command}`")
+    return _decision(Situation.DR_FAILOVER, Action.FAILOVER, best.host,
+                     f"failing over from {snapshot.primary} to DR replica {best.host}: {down}; "
+                     f"no secondary is eligible ({why}); {detail} (max "
+                     f"{policy.max_replica_lag_s:.0f} s); cr_dr is auto and this "
+                     "orchestrator is on the Redis quorum's majority side")
 
 
 def with_member(snapshot: ClusterSnapshot, host: str,

@@ -73,8 +73,8 @@ def build_snapshot(*, cluster: Cluster, assessment: Assessment | None, primary: 
                    epoch: int, paused: bool, lags: Mapping[str, float | None], restart_attempts: int,
                    recent_failovers: tuple[float, ...], failback_in_sync_since: float | None,
                    now: float, records: Mapping[str, HostRecord] | None = None,
-                   seeded: bool = False, interrupted: Interrupted | None = None
-                   ) -> ClusterSnapshot:
+                   seeded: bool = False, interrupted: Interrupted | None = None,
+                   quorum: bool | None = None) -> ClusterSnapshot:
     """The frozen picture ``decide`` reads (``assessment``: the detector's; None: no
     verdicts, every member UNKNOWN)."""
     members: list[MemberState] = []
@@ -107,7 +107,7 @@ def build_snapshot(*, cluster: Cluster, assessment: Assessment | None, primary: 
         recent_failovers=tuple(recent_failovers),
         failback_in_sync_since=failback_in_sync_since,
         shared_ip=cluster.switch.shared_ip.ip if cluster.switch.shared_ip else None,
-        seeded=seeded, interrupted=interrupted,
+        seeded=seeded, interrupted=interrupted, quorum=quorum,
     )
 
 

@@ -24,6 +24,7 @@ from cr_orchestrator.model import (
     CheckKind,
     ClientSwitch,
     DnsSwitch,
+    DrMode,
     FailbackMode,
     Member,
     Policy,
@@ -34,7 +35,7 @@ from cr_orchestrator.model import (
 )
 
 CLUSTER_KEYS = ("cr_cluster", "cr_members", "cr_services", "cr_switch", "cr_replica_sets",
-                "cr_failback", "cr_policy", "cr_notify")
+                "cr_failback", "cr_dr", "cr_policy", "cr_notify")
 MEMBER_KEYS = ("role", "priority")
 SERVICE_KEYS = ("name", "checks", "control")
 CHECK_OPTION_KEYS = ("path", "status")
@@ -278,6 +279,10 @@ def build_policy(p: Problems, cv: ClusterVars) -> Policy | None:
                       [m.value for m in FailbackMode])
         if mode is not None:
             fields["failback"] = FailbackMode(mode)
+    if "cr_dr" in cv.merged:
+        dr = one_of(p, cv.where("cr_dr"), "cr_dr", cv.merged["cr_dr"], [m.value for m in DrMode])
+        if dr is not None:
+            fields["dr"] = DrMode(dr)
     raw = cv.merged.get("cr_policy", {})
     w = cv.where("cr_policy")
     raw = as_mapping(p, w, "cr_policy", raw) if raw is not None else {}

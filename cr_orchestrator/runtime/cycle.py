@@ -89,7 +89,8 @@ def observe(env: Env, cluster: Cluster) -> Observed:
         records=latest_records(cluster=cluster.name, observations=window,
                                windows_hosts=windows),
         seeded=recorded is None or state.seeded(cluster.name),
-        interrupted=interrupted_change(state.change(cluster.name)))
+        interrupted=interrupted_change(state.change(cluster.name)),
+        quorum=state.quorum())
     return Observed(snapshot, observations)
 
 

@@ -122,6 +122,9 @@ def min_acks_of(client: redis.Redis) -> int:
     return int(getattr(client, "cr_min_acks", 0))
 
 
+GOOD_REPLICA_LAG_S = 3  # seconds since a replica's last ACK (Redis's min-replicas-max-lag)
+
+
 class NotReplicated(StateError):
     """A write that matters reached the master but not enough replicas: this side may be
     cut off from the majority, so nothing may act on it."""
@@ -238,6 +241,21 @@ class ClusterState:
         self._adopt = redis_client.register_script(_ADOPT)
         self._finish_change = redis_client.register_script(_FINISH_CHANGE)
         self.min_acks = min_acks_of(redis_client)
+
+    def quorum(self) -> bool | None:
+        """Does this side hold the quorum's majority: is our Redis a master with the
+        good replicas (online, lag <= :data:`GOOD_REPLICA_LAG_S`) that ``min_acks``
+        asks for? None with a plain Redis (``min_acks`` 0): no majority can be known."""
+        if self.min_acks <= 0:
+            return None
+        info = self.redis.info("replication")
+        if info.get("role") != "master":
+            return False
+        good = sum(1 for name, value in info.items()
+                   if name.startswith("slave") and isinstance(value, dict)
+                   and value.get("state") == "online"
+                   and int(value.get("lag", 1 << 30)) <= GOOD_REPLICA_LAG_S)
+        return good >= self.min_acks
 
     @contextlib.contextmanager
     def _quorum_write(self, what: str) -> Iterator[None]:

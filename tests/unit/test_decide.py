@@ -18,12 +18,13 @@ from cr_orchestrator.decide.rules import (
 )
 from cr_orchestrator.observe.health import Liveness
 from cr_orchestrator.state.host_records import HostRecord, HostRole
-from cr_orchestrator.model import FailbackMode, Policy, Role
+from cr_orchestrator.model import DrMode, FailbackMode, Policy, Role
 
 UP, DOWN, SUSPECT, UNKNOWN = Liveness.UP, Liveness.DOWN, Liveness.SUSPECT, Liveness.UNKNOWN
 NOW = 1_000_000.0
 POLICY = Policy()  # restart_attempts=1, max_failovers=2/3600 s, max lag 300 s, 2 vantages
 AUTO = replace(POLICY, failback=FailbackMode.AUTO, failback_min_healthy_s=60)
+DR_AUTO = replace(POLICY, dr=DrMode.AUTO)
 
 
 def healthy() -> ClusterSnapshot:
@@ -214,7 +215,24 @@ ROWS = [
      Action.FAILOVER, "mail-b", ["mail-b up"]),
     ("secondary down too: replicas never automatically",
      with_member(primary_down(), "mail-b", host_liveness=DOWN), POLICY, Action.HOLD, None,
-     ["mail-b is down", "mail-dr is a replica (promoted only by an operator)"]),
+     ["mail-b is down", "mail-dr is a replica (promoted only by an operator)",
+      "cr_dr is manual", "run `crctl failover mail --to mail-dr`"]),
+    ("cr_dr auto on the quorum's majority side: the DR replica takes over",
+     with_member(primary_down(quorum=True), "mail-b", host_liveness=DOWN), DR_AUTO,
+     Action.FAILOVER, "mail-dr", ["to DR replica mail-dr", "mail-b is down",
+                                  "replica 20 s behind (max 300 s)", "majority side"]),
+    ("cr_dr auto without a quorum (plain Redis): hold, saying the command",
+     with_member(primary_down(), "mail-b", host_liveness=DOWN), DR_AUTO, Action.HOLD, None,
+     ["single server, not a Sentinel quorum", "crctl failover mail --to mail-dr"]),
+    ("cr_dr auto on the minority side: hold",
+     with_member(primary_down(quorum=False), "mail-b", host_liveness=DOWN), DR_AUTO,
+     Action.HOLD, None, ["minority side of a partition"]),
+    ("cr_dr auto, but the DR replica is too far behind",
+     with_member(with_member(primary_down(quorum=True), "mail-b", host_liveness=DOWN),
+                 "mail-dr", lag_s=900.0), DR_AUTO, Action.HOLD, None,
+     ["no eligible target", "mail-dr replica 900 s behind"]),
+    ("cr_dr auto never passes over a secondary that can take over",
+     primary_down(quorum=True), DR_AUTO, Action.FAILOVER, "mail-b", ["to mail-b"]),
     ("freshest secondary wins over priority",
      replace(primary_down(), members=primary_down().members + (
          MemberState("mail-c", Role.SECONDARY, 1, UP, DOWN, lag_s=1.0),)),
