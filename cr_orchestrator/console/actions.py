@@ -24,13 +24,16 @@ def preview(env: Env, cluster_name: str, command: str, to: str | None) -> dict:
     if command not in COMMANDS:
         raise ConfigError(f"unknown console action {command!r} (one of: {', '.join(COMMANDS)})")
     cluster = env.topology.cluster(cluster_name)
+    # what the action will be checked against, read as `crctl` reads it (None: nothing
+    # recorded yet, the inventory's primary is shown)
+    seen_primary, seen_epoch = env.state.primary(cluster_name), env.state.epoch(cluster_name)
     snapshot = cycle.observe(env, cluster).snapshot
     decision = decide(snapshot, cluster.policy)
     out = {"command": command, "cluster": cluster_name, "primary": snapshot.primary,
            "epoch": snapshot.epoch, "paused": snapshot.paused,
            "decide": f"{decision.action.value}"
                      + (f" {decision.target}" if decision.target else "") + f": {decision.reason}",
-           "target": None, "refused": []}
+           "target": None, "refused": [], "seen_primary": seen_primary, "seen_epoch": seen_epoch}
     if command in ("switchover", "failback"):
         eligible, refused = rank_targets(snapshot, cluster.policy)
         target = cluster.configured_primary if command == "failback" else \

@@ -114,7 +114,7 @@ const Console = (() => {
 
   async function confirm() {
     const result = document.getElementById("result");
-    const body = {command: pending.command, seen_primary: pending.primary, seen_epoch: pending.epoch,
+    const body = {command: pending.command, seen_primary: pending.seen_primary, seen_epoch: pending.seen_epoch,
                   operator: document.getElementById("operator").value};
     if (pending.command === "switchover") body.to = document.getElementById("confirm-target").value;
     document.getElementById("confirm").hidden = true;
