@@ -78,6 +78,8 @@ class Notifier:
                     for entry_id, fields in entries:
                         self._handle(topology, key.decode(), entry_id.decode(), fields)
             except redis.RedisError as exc:
+                if "NOGROUP" in str(exc) or "no longer exists" in str(exc):
+                    self._ready.clear()  # a stream deleted under us: make the groups again
                 log.warning("notifier: Redis: %s; again in 2 s", exc)
                 self.stop_event.wait(2.0)
             except Exception:  # the loop must outlive one bad event or inventory reload
