@@ -21,6 +21,8 @@ from cr_orchestrator.state.cluster import ClusterState, EventKind
 
 from .conftest import make_topology
 
+FAST = Retry(attempts=4, first_delay_s=0.2, timeout_s=1.0)
+
 
 class Receiver:
     """Answers ``fail_first`` POSTs with 500, then 204; keeps (time, body) of the good ones
@@ -67,8 +69,7 @@ def _wait(predicate, timeout_s: float):
 def world(redis_client, prefix):
     made = []
 
-    def notifier(targets: NotifyTargets, *, retry=Retry(attempts=4, first_delay_s=0.2,
-                                                        timeout_s=1.0)) -> Notifier:
+    def notifier(targets: NotifyTargets, *, retry: Retry = FAST) -> Notifier:
         topology = make_topology()
         cluster = replace(topology.clusters["mail"], notify=targets)
         topology = replace(topology, clusters={"mail": cluster})
