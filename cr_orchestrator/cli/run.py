@@ -235,6 +235,11 @@ def run(args: argparse.Namespace) -> int:
         except RedisError as exc:
             log.warning("could not check locks and schedule in Redis: %s", exc)
 
+    # cr_notify: sent from this process's own threads, never from the worker's (notify/)
+    from cr_orchestrator.notify.notifier import Notifier
+
+    Notifier(client=client, prefix=app.conf.cr_prefix,
+             topology_of=lambda: current["topology"]).start()
     return _supervise(supervisor, inventory, args, resync_schedule, load_topology,
                       inventory_signature, keep_up)
 

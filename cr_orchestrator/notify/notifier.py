@@ -30,6 +30,12 @@ from cr_orchestrator.notify.targets import NotifyKind, NotifyTargets
 
 log = logging.getLogger(__name__)
 
+# An entry handed to a notifier that died before it was done (killed, its machine gone)
+# is taken over by another after this long. Longer than a delivery can last with its
+# retries (Retry below: at most ~61 s), so a live notifier's entry is never taken.
+ORPHAN_IDLE_S = 300.0
+CLAIM_EVERY_S = 30.0
+
 
 @dataclass(frozen=True)
 class Retry:
@@ -41,11 +47,13 @@ class Retry:
 
 class Notifier:
     def __init__(self, *, client: redis.Redis, prefix: str, topology_of, retry: Retry = Retry(),
-                 behind_every_s: float = 10.0) -> None:
+                 behind_every_s: float = 10.0, orphan_idle_s: float = ORPHAN_IDLE_S,
+                 claim_every_s: float = CLAIM_EVERY_S) -> None:
         self.client, self.prefix, self.topology_of, self.retry = client, prefix, topology_of, retry
         self.group = f"{prefix}:notify"
         self.consumer = f"{socket.gethostname()}:{os.getpid()}"
         self.behind_every_s = behind_every_s
+        self.orphan_idle_s, self.claim_every_s = orphan_idle_s, claim_every_s
         self.pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="cr-notify")
         self.stop_event = threading.Event()
         self._ready: set[str] = set()
@@ -61,7 +69,7 @@ class Notifier:
         self.pool.shutdown(wait=False, cancel_futures=True)
 
     def run(self) -> None:
-        next_behind = 0.0
+        next_behind = next_claim = 0.0
         while not self.stop_event.is_set():
             try:
                 topology = self.topology_of()
@@ -69,6 +77,9 @@ class Notifier:
                 if time.time() >= next_behind:
                     next_behind = time.time() + self.behind_every_s
                     self.check_behind(topology)
+                if time.time() >= next_claim:
+                    next_claim = time.time() + self.claim_every_s
+                    self.claim_orphans(topology, streams)
                 if not streams:
                     self.stop_event.wait(1.0)
                     continue
@@ -101,6 +112,18 @@ class Notifier:
                 self._ready.add(key)
             streams[key] = ">"
         return streams
+
+    def claim_orphans(self, topology: Topology, streams: dict[str, str]) -> None:
+        """Take over and handle the entries a dead notifier left unacknowledged."""
+        for key in streams:
+            answer = self.client.xautoclaim(key, self.group, self.consumer,
+                                            min_idle_time=int(self.orphan_idle_s * 1000),
+                                            start_id="0-0", count=100)
+            for entry_id, fields in answer[1]:
+                if fields:  # (an entry trimmed from the stream meanwhile comes back empty)
+                    log.warning("notifier: taking over %s of %s from a notifier that stopped",
+                                entry_id.decode(), key)
+                    self._handle(topology, key, entry_id.decode(), fields)
 
     def _handle(self, topology: Topology, key: str, entry_id: str, fields: dict) -> None:
         import json

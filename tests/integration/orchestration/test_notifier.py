@@ -69,12 +69,12 @@ def _wait(predicate, timeout_s: float):
 def world(redis_client, prefix):
     made = []
 
-    def notifier(targets: NotifyTargets, *, retry: Retry = FAST) -> Notifier:
+    def notifier(targets: NotifyTargets, *, retry: Retry = FAST, **options) -> Notifier:
         topology = make_topology()
         cluster = replace(topology.clusters["mail"], notify=targets)
         topology = replace(topology, clusters={"mail": cluster})
         n = Notifier(client=redis_client, prefix=prefix, topology_of=lambda: topology,
-                     retry=retry, behind_every_s=0.2)
+                     retry=retry, behind_every_s=0.2, **options)
         n.start()
         made.append(n)
         _wait(lambda: n._ready, 5)  # its consumer group exists: events from now on count
@@ -180,4 +180,21 @@ def test_a_replica_behind_is_told_once_per_episode(world, redis_client, prefix):
     fresh.record_success(cluster="mail", set_name="maildata", host="mail-dr", source="mail-a",
                          epoch=0, started_at=now - 500, ended_at=now - 499, bytes_sent=1, files=1)
     _wait(lambda: len(receiver.got) == 2, 5)  # a new episode
+    receiver.close()
+
+
+def test_what_a_dead_notifier_left_unsent_is_taken_over(world, redis_client, prefix):
+    receiver = Receiver()
+    targets = NotifyTargets(webhooks=(Webhook(receiver.url),))
+    state = ClusterState(redis_client, prefix)
+    key, group = state.key("mail", "events"), f"{prefix}:notify"
+    redis_client.xgroup_create(key, group, id="$", mkstream=True)
+    _promote(state, new="mail-b", old="mail-a", epoch=1)
+    # a notifier took it and died before sending it (never acknowledged)
+    assert redis_client.xreadgroup(group, "dead-host:1", {key: ">"}, count=10)
+    time.sleep(0.6)
+    world(targets, orphan_idle_s=0.5, claim_every_s=0.2)
+    _wait(lambda: receiver.got, 5)
+    assert [b["kind"] for _, b in receiver.got] == ["failover"]
+    _wait(lambda: redis_client.xpending(key, group)["pending"] == 0, 5)
     receiver.close()
