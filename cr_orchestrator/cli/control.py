@@ -1,4 +1,4 @@
-"""``crctl switchover|failover|failback|pause|resume|adopt CLUSTER``: operator commands.
+"""``crctl switchover|failover|failback|pause|resume|adopt|recover CLUSTER``: operator commands.
 
 Run in this process by default (under the cluster lock, like the worker's own changes);
 ``--queue`` hands the command to a worker of the cluster's site instead and waits for it.
@@ -29,6 +29,8 @@ HELP = {
     "resume": "allow automatic actions again",
     "adopt": "record --to HOST as the live primary without touching any host (when Redis "
              "lost its state and the orchestrator holds, asking an operator to choose)",
+    "recover": "rebuild the primary and epoch from the members' own epoch and role records "
+               "(Redis came back empty or behind): shows what each host recorded, then adopts",
 }
 
 

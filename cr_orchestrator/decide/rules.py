@@ -330,28 +330,38 @@ def _hosts_first(snapshot: ClusterSnapshot) -> Decision | None:
     top = max((max(r.epoch or 0, r.role_epoch or 0) for r in records.values()), default=0)
     if top > snapshot.epoch:
         ahead = sorted(h for h, r in records.items() if (r.epoch or 0) == top)
+        said = (f"Redis had no state for {snapshot.cluster} (lost or flushed) and was seeded "
+                "from the inventory; the hosts are ahead of Redis" if snapshot.seeded
+                else f"the hosts are ahead of Redis (Redis says {snapshot.primary or 'nobody'} "
+                     f"at epoch {snapshot.epoch})")
         return _adopt_from_hosts(snapshot, records, top, why=(
-            f"the hosts are ahead of Redis: {', '.join(ahead) or 'a member'} recorded epoch "
-            f"{top}, Redis says {snapshot.primary or 'nobody'} at epoch {snapshot.epoch}"))
+            f"{said}: {', '.join(ahead) or 'a member'} recorded epoch {top}"))
     if snapshot.seeded:
         return _confirm_seed(snapshot, records)
     return None
 
 
+def from_the_hosts(snapshot: ClusterSnapshot) -> Decision | None:
+    """What the hosts' records say of the primary and epoch, when they overrule Redis
+    (``crctl recover``): ADOPT, HOLD saying why not, or None when Redis is not behind."""
+    return _hosts_first(snapshot)
+
+
 def _adopt_from_hosts(snapshot: ClusterSnapshot, records: dict[str, HostRecord], top: int, *,
                       why: str) -> Decision:
     claimants = sorted(h for h, r in records.items() if r.claims_primary_at == top)
+    adopting = "re-seeding Redis from the hosts: adopting" if snapshot.seeded else "adopting"
     if len(claimants) == 1:
         host = claimants[0]
         return _decision(Situation.HOSTS_AHEAD, Action.ADOPT, host, f"{why}; {host} recorded that it took the primary "
-                                            f"role at epoch {top}: adopting {host} as primary "
+                                            f"role at epoch {top}: {adopting} {host} as primary "
                                             f"at epoch {top}", epoch=top)
     serving = sorted(m.host for m in snapshot.members if m.service_liveness is Liveness.UP
                      and m.host in records and (records[m.host].epoch or 0) == top)
     if not claimants and len(serving) == 1:
         host = serving[0]
         return _decision(Situation.HOSTS_AHEAD, Action.ADOPT, host, f"{why}; no host recorded the primary role at it, "
-                                            f"but {host} serves and recorded it: adopting "
+                                            f"but {host} serves and recorded it: {adopting} "
                                             f"{host} as primary at epoch {top}", epoch=top)
     who = (f"{' and '.join(claimants)} both claim the primary role at it" if claimants else
            "no host recorded the primary role at it and "
@@ -633,6 +643,6 @@ def with_member(snapshot: ClusterSnapshot, host: str,
 
 __all__ = [
     "Action", "ClusterSnapshot", "Decision", "Interrupted", "MemberChanges", "MemberState",
-    "decide", "ineligibility",
+    "decide", "from_the_hosts", "ineligibility",
     "rank_targets", "with_member",
 ]

@@ -1,4 +1,4 @@
-"""Operator commands (switchover, failover, failback, pause, resume, adopt) as cycle.
+"""Operator commands (switchover, failover, failback, pause, resume, adopt, recover).
 
 Shared by ``crctl`` (run in-process) and the ``cr.operator`` task (run by a site's
 worker). Each records who asked for what in the cluster's event stream before acting.
@@ -39,6 +39,7 @@ class Command(enum.StrEnum):
     PAUSE = "pause"
     RESUME = "resume"
     ADOPT = "adopt"
+    RECOVER = "recover"
 
 
 def run_command(env: cycle.Env, *, command: str, cluster: str, to: str | None = None,
@@ -77,6 +78,8 @@ def run_command(env: cycle.Env, *, command: str, cluster: str, to: str | None = 
         return cycle.Outcome(True, f"{cluster} {word}", epoch=epoch)
     if cmd is Command.ADOPT:
         return _adopt(env, c, to=to)
+    if cmd is Command.RECOVER:
+        return _recover(env, c)
     if cmd is Command.FAILBACK:
         to = c.configured_primary
         if to == primary:
@@ -150,6 +153,38 @@ def _adopt(env: cycle.Env, cluster, *, to: str | None) -> cycle.Outcome:
                            data={"command": "adopt", "target": to, "reason": reason})
     return cycle.adopt(env, cluster, host=to, epoch=epoch, expected_epoch=snapshot.epoch,
                        reason=reason)
+
+
+def _recover(env: cycle.Env, cluster) -> cycle.Outcome:
+    """Rebuild the primary and epoch from the members' own records (what a round does by
+    itself when Redis comes back empty or behind), on demand: read every reachable
+    member's epoch and role records now, say what was found, and adopt the host that
+    recorded the primary role at the newest epoch. Refused, saying why, when the records
+    do not name one host (then ``crctl adopt`` is the operator's choice)."""
+    from cr_orchestrator.decide.rules import Action, from_the_hosts
+
+    snapshot = cycle.observe(env, cluster).snapshot
+    found = "; ".join(
+        f"{m.host}: {m.record.describe() if m.record else 'records not read (unreachable)'}"
+        f", service {m.service_liveness.value}" for m in snapshot.members)
+    said = (f"Redis had no state (seeded from the inventory: {snapshot.primary} at epoch "
+            f"{snapshot.epoch})" if snapshot.seeded else
+            f"Redis says {snapshot.primary or 'nobody'} at epoch {snapshot.epoch}")
+    verdict = from_the_hosts(snapshot)
+    if verdict is None:
+        return cycle.Outcome(True, f"nothing to recover in {cluster.name}: {said} and no host "
+                                   f"recorded a newer epoch. Found: {found}",
+                             epoch=snapshot.epoch)
+    if verdict.action is not Action.ADOPT:
+        raise StateError(f"cannot recover {cluster.name} from its hosts: {verdict.reason}. "
+                         f"Found: {found}")
+    reason = f"operator recover of {cluster.name}: {verdict.reason}"
+    env.state.append_event(cluster=cluster.name, kind=EventKind.OPERATOR, at=env.clock(),
+                           data={"command": "recover", "target": verdict.target,
+                                 "reason": reason})
+    outcome = cycle.adopt(env, cluster, host=verdict.target, epoch=verdict.epoch,
+                          expected_epoch=snapshot.epoch, reason=reason)
+    return cycle.Outcome(outcome.ok, f"{outcome.summary}. Found: {found}", epoch=outcome.epoch)
 
 
 def _choose(snapshot, cluster, *, to: str | None, command: Command) -> str:

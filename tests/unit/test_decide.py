@@ -107,9 +107,10 @@ ROWS = [
     # id, snapshot, policy, action, target, reason fragments
     ("Redis lost its keys: the host that recorded the primary role is adopted",
      redis_lost(), POLICY, Action.ADOPT, "mail-b",
-     ["the hosts are ahead of Redis", "Redis says mail-a at epoch 0",
+     ["Redis had no state for mail (lost or flushed)",
+      "the hosts are ahead of Redis: mail-a, mail-b recorded epoch 4",
       "mail-b recorded that it took the primary role at epoch 4",
-      "adopting mail-b as primary at epoch 4"]),
+      "re-seeding Redis from the hosts: adopting mail-b as primary at epoch 4"]),
     ("Redis behind the hosts (not seeded): adopted too",
      replace(redis_lost(), seeded=False, epoch=3), POLICY, Action.ADOPT, "mail-b",
      ["Redis says mail-a at epoch 3", "adopting mail-b as primary at epoch 4"]),

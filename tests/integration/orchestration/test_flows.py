@@ -548,3 +548,48 @@ def test_crctl_adopt_records_the_operators_primary_at_the_newest_epoch_known(env
     said = [e.data["reason"] for e in env.state.events("mail") if e.kind == "adopted"]
     assert said == ["operator adopt of mail: mail-a is the primary at epoch 5 (Redis had "
                     "only the inventory's word, mail-a at epoch 0)"]
+
+
+def _records_probe(records: dict, serving: set[str] = frozenset()):
+    from cr_orchestrator.observe.health import ORCHESTRATOR, Health, Observation
+
+    def probe(**kw):
+        out = [Observation(h, ORCHESTRATOR, "host", Health.OK, 1.0, detail={"records": r})
+               for h, r in records.items()]
+        return out
+    return probe
+
+
+def test_crctl_recover_rebuilds_primary_and_epoch_from_the_hosts_records(env, rec):
+    """Redis flushed while mail-b is primary at epoch 3: `crctl recover` reads the
+    members' records, says what it found, and re-seeds Redis from the newest claim
+    without touching any host."""
+    env.redis.delete(env.state.key("mail"))
+    env = replace(env, probe=_records_probe({
+        "mail-a": {"epoch": "3", "role": "secondary 3"},
+        "mail-b": {"epoch": "3", "role": "primary 3"},
+        "mail-dr": {"epoch": "2", "role": "secondary 2"}}))
+    out = run_command(env, command="recover", cluster="mail")
+    assert out.ok and rec.calls == [], out.summary
+    assert (env.state.primary("mail"), env.state.epoch("mail")) == ("mail-b", 3)
+    assert not env.state.seeded("mail")
+    assert "mail-a: epoch 3, secondary since epoch 3" in out.summary
+    assert "mail-b: epoch 3, primary since epoch 3" in out.summary
+    adopted = [e.data["reason"] for e in env.state.events("mail") if e.kind == "adopted"]
+    assert len(adopted) == 1 and "re-seeding Redis from the hosts: adopting mail-b" in adopted[0]
+    # once Redis holds it, there is nothing more to recover
+    again = run_command(env, command="recover", cluster="mail")
+    assert again.ok and "nothing to recover in mail: Redis says mail-b at epoch 3" in again.summary
+
+
+def test_crctl_recover_refuses_when_two_hosts_claim_the_newest_epoch(env, rec):
+    env.redis.delete(env.state.key("mail"))
+    env = replace(env, probe=_records_probe({
+        "mail-a": {"epoch": "3", "role": "primary 3"},
+        "mail-b": {"epoch": "3", "role": "primary 3"},
+        "mail-dr": {"epoch": None, "role": None}}))
+    with pytest.raises(StateError) as refused:
+        run_command(env, command="recover", cluster="mail")
+    assert "mail-a and mail-b both claim the primary role" in str(refused.value)
+    assert "crctl adopt mail" in str(refused.value)
+    assert env.state.epoch("mail") == 0 and rec.calls == []
