@@ -27,7 +27,9 @@ from cr_orchestrator.runtime.celery_app import PLAYBOOK_TIMEOUT_S, SOFT_TIME_LIM
 from cr_orchestrator.decide.rules import Decision
 from cr_orchestrator.errors import CrError, StateError
 from cr_orchestrator.model import Cluster, Topology
+from cr_orchestrator.act.journal import step_of
 from cr_orchestrator.state.cluster import ClusterState, EventKind, LockBusy
+from cr_orchestrator.state.journal import Step, parse_step
 
 log = logging.getLogger(__name__)
 
@@ -97,12 +99,12 @@ def _extravars(cluster: Cluster, *, new_primary: str, old_primary: str | None, e
 
 
 def _play(env: Env, cluster: Cluster, playbook: str, *, limit: str | None, extravars: dict,
-          why: str, lease=None):
+          why: str, lease=None, on_event=None):
     """Run one playbook and record it; ``lease``: the lock that protects it (the run is
     cancelled if that lock is lost: another holder may be changing the cluster)."""
     result = env.run_playbook(
         playbook=playbook, inventory=env.topology.source, extravars=extravars, limit=limit,
-        check=False, timeout_s=PLAYBOOK_TIMEOUT_S, on_event=None,
+        check=False, timeout_s=PLAYBOOK_TIMEOUT_S, on_event=on_event,
         cancel=lease.lost if lease is not None else None,
         vault_password_file=env.vault_password_file)
     env.state.append_event(cluster=cluster.name, kind=EventKind.PLAYBOOK, at=env.clock(), data={
@@ -203,7 +205,15 @@ def _move(env: Env, cluster: Cluster, playbook: str, *, new_primary: str,
     more = {"cr_old_primary_down": True,
             "cr_fast_take_over": takes_over_by_script(env, cluster, new_primary)} \
         if old_primary_down else {}
-    result = _play(env, cluster, playbook, limit=None, why=why, lease=lease,
+    def journal(event: dict) -> None:
+        # the journal's middle steps, as the playbook reaches them (history of a resumed
+        # change says where the first run got to)
+        step = step_of(event, new_primary=new_primary)
+        if step is not None:
+            with contextlib.suppress(redis_lib.RedisError):
+                env.state.journal_step(cluster.name, epoch, step)
+
+    result = _play(env, cluster, playbook, limit=None, why=why, lease=lease, on_event=journal,
                    extravars=_extravars(cluster, new_primary=new_primary,
                                         old_primary=old_primary, epoch=epoch, **more))
     if lease is None or not lease.lost.is_set():
@@ -223,9 +233,14 @@ def resume(env: Env, cluster: Cluster, *, expected_epoch: int, reason: str) -> O
             raise StateError(f"no unfinished change of {cluster.name} at epoch "
                              f"{expected_epoch} to {primary} is journaled: nothing to resume")
         playbook = "switchover" if change.get("playbook") == "switchover" else "failover"
+        # the journal's promotion may not have reached a replica (WAIT timed out): acting
+        # on it from a minority side would move hosts the majority never ordered
+        env.state.replicated(f"the journal of the {change['kind']} to {primary}")
+        reached = parse_step(change.get("step")) or Step.EPOCH_TAKEN
         env.state.append_event(cluster=cluster.name, kind=EventKind.RESUMED, at=env.clock(), data={
             "kind": change["kind"], "new_primary": primary, "epoch": expected_epoch,
-            "old_primary": change.get("old_primary"), "reason": reason})
+            "old_primary": change.get("old_primary"), "step": reached.words,
+            "reason": f"{reason} (the first run had reached: {reached.words})"})
         # a scheduled sync must not start while the primary role moves (see failover)
         with _set_locks(env, cluster, wait_s=0.0, why=f"resuming the move to {primary}",
                         source_is_down=True):

@@ -32,7 +32,8 @@ Rules, in order of precedence (the first that applies wins):
 9. its host answers but its service is down and restart attempts remain →
    RESTART_SERVICE;
 10. otherwise failover: HOLD if not confirmed from a second vantage, if the failover
-   budget is spent, or if no secondary is eligible (down, too stale, never synced);
+   budget is spent, while an unreachable primary's lease may still hold (``lease_ttl`` +
+   ``lease_margin`` from the last renewal granted to it: its agent stops it by then), or if no secondary is eligible (down, too stale, never synced);
    else FAILOVER to the best secondary (health, then freshness, then priority); with no
    secondary able, a DR replica within ``max_replica_lag`` is promoted only when
    ``cr_dr: auto`` and this orchestrator holds the Redis quorum's majority, else HOLD
@@ -89,6 +90,7 @@ class Situation(enum.StrEnum):
     PRIMARY_SUSPECT = "primary_suspect"
     DOWN_UNCONFIRMED = "down_unconfirmed"
     FAILOVER_BUDGET_SPENT = "failover_budget_spent"
+    LEASE_WAIT = "lease_wait"  # the unreachable primary's lease may still hold
     NO_ELIGIBLE_TARGET = "no_eligible_target"
     DR_NEEDS_OPERATOR = "dr_needs_operator"  # cr_dr manual: a DR replica could take over
     DR_NEEDS_QUORUM = "dr_needs_quorum"  # cr_dr auto, but not on the quorum's majority side
@@ -131,6 +133,17 @@ class Interrupted:
     epoch: int
     at: float
     old_primary: str | None = None
+    step: str | None = None  # the last step its journal reached (state.journal), if known
+
+
+@dataclass(frozen=True)
+class LeaseGrant:
+    """The newest lease renewal an orchestrator granted (``state/lease.py``): to
+    ``host`` at ``epoch``; ``at``: the latest moment the host may have received it."""
+
+    host: str
+    epoch: int
+    at: float
 
 
 @dataclass(frozen=True)
@@ -196,6 +209,7 @@ class ClusterSnapshot:
     # this orchestrator's Redis master holds the replicas its quorum requires (Sentinel);
     # None: a plain Redis, where no majority can be known
     quorum: bool | None = None
+    lease: LeaseGrant | None = None  # the newest renewal granted; None: none known
 
     @classmethod
     def empty(cls, cluster: str = "", *, now: float = 0.0) -> ClusterSnapshot:
@@ -277,7 +291,9 @@ def _decide_unpaused(snapshot: ClusterSnapshot, policy: Policy) -> Decision:
             primary.host,
             f"resuming the {change.kind} to {primary.host} at epoch {snapshot.epoch}: it "
             f"started {max(0.0, snapshot.now - change.at):.0f} s ago and never finished "
-            "(the worker running it stopped); running its playbook again at the same epoch",
+            "(the worker running it stopped"
+            + (f" after: {change.step.replace('_', ' ')}" if change.step else "")
+            + "); running its playbook again at the same epoch",
         )
     rejoined = _serving_non_primaries(snapshot)
     if rejoined:
@@ -582,6 +598,15 @@ def _failover(snapshot: ClusterSnapshot, policy: Policy, primary: MemberState) -
             f"not failing over: {down}, but the failover budget is spent: {len(recent)} "
             f"failovers in the last {policy.failover_period_s:.0f} s (max {policy.max_failovers})",
         )
+    lease_wait = _lease_wait(snapshot, policy, primary)
+    if lease_wait is not None:
+        remaining, said = lease_wait
+        if remaining > 0:
+            return _decision(Situation.LEASE_WAIT, Action.HOLD, None,
+                             f"not failing over yet: {down}; {said}: waiting "
+                             f"{remaining:.1f} s more, so that it has stopped serving "
+                             "before another host serves")
+        down += f"; {said}"
     eligible, refused = rank_targets(snapshot, policy)
     if not eligible:
         why = "; ".join(refused) or "no other member"
@@ -600,6 +625,27 @@ def _failover(snapshot: ClusterSnapshot, policy: Policy, primary: MemberState) -
         best.host,
         f"failing over from {primary.host} to {best.host}: {down}; {detail}",
     )
+
+
+def _lease_wait(snapshot: ClusterSnapshot, policy: Policy,
+                primary: MemberState) -> tuple[float, str] | None:
+    """How long the old primary's lease may still hold (<= 0: it ran out), with the
+    sentence saying so; None when no wait applies: no renewal was granted to it, or the
+    orchestrator reaches its host (a service-only failure: the failover stops it).
+
+    Unreachable is not "not serving": cut off from the orchestrator and its peers, a
+    host may still serve the clients that reach it. Only its own agent stops it, once
+    no renewal came for ``lease_ttl``; the margin covers its check and the stop."""
+    lease = snapshot.lease
+    if lease is None or lease.host != primary.host or primary.host_liveness is Liveness.UP:
+        return None
+    since = snapshot.now - lease.at
+    wait = policy.promotion_wait
+    remaining = wait - since
+    state = "may still hold" if remaining > 0 else "has run out"
+    return remaining, (f"{primary.host}'s lease {state}: last renewal granted {since:.1f} s "
+                       f"ago, lease_ttl {policy.lease_ttl:g} s + margin "
+                       f"{policy.lease_margin:g} s = {wait:g} s")
 
 
 def _disaster_recovery(snapshot: ClusterSnapshot, policy: Policy, *, down: str,
@@ -642,7 +688,8 @@ def with_member(snapshot: ClusterSnapshot, host: str,
 
 
 __all__ = [
-    "Action", "ClusterSnapshot", "Decision", "Interrupted", "MemberChanges", "MemberState",
+    "Action", "ClusterSnapshot", "Decision", "Interrupted", "LeaseGrant", "MemberChanges",
+    "MemberState",
     "decide", "from_the_hosts", "ineligibility",
     "rank_targets", "with_member",
 ]

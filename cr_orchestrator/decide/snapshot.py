@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from typing import Any, TypedDict
 
 from cr_orchestrator.decide.detector import Assessment, HostAssessment
-from cr_orchestrator.decide.rules import ClusterSnapshot, Interrupted, MemberState
+from cr_orchestrator.decide.rules import ClusterSnapshot, Interrupted, LeaseGrant, MemberState
 from cr_orchestrator.observe.health import ORCHESTRATOR, Liveness, Observation
 from cr_orchestrator.state.host_records import HostRecord, parse_record
 from cr_orchestrator.model import Cluster
@@ -41,7 +41,8 @@ def interrupted_change(change: Mapping[str, Any] | None) -> Interrupted | None:
         return None
     return Interrupted(kind=str(change["kind"]), new_primary=str(change["new_primary"]),
                        epoch=int(change["epoch"]), at=float(change.get("at") or 0.0),
-                       old_primary=change.get("old_primary"))
+                       old_primary=change.get("old_primary"),
+                       step=str(change["step"]) if change.get("step") else None)
 
 
 def member_lags(*, cluster: Cluster, per_set: Mapping[str, Mapping[str, object]],
@@ -74,7 +75,8 @@ def build_snapshot(*, cluster: Cluster, assessment: Assessment | None, primary: 
                    recent_failovers: tuple[float, ...], failback_in_sync_since: float | None,
                    now: float, records: Mapping[str, HostRecord] | None = None,
                    seeded: bool = False, interrupted: Interrupted | None = None,
-                   quorum: bool | None = None) -> ClusterSnapshot:
+                   quorum: bool | None = None,
+                   lease: LeaseGrant | None = None) -> ClusterSnapshot:
     """The frozen picture ``decide`` reads (``assessment``: the detector's; None: no
     verdicts, every member UNKNOWN)."""
     members: list[MemberState] = []
@@ -107,7 +109,7 @@ def build_snapshot(*, cluster: Cluster, assessment: Assessment | None, primary: 
         recent_failovers=tuple(recent_failovers),
         failback_in_sync_since=failback_in_sync_since,
         shared_ip=cluster.switch.shared_ip.ip if cluster.switch.shared_ip else None,
-        seeded=seeded, interrupted=interrupted, quorum=quorum,
+        seeded=seeded, interrupted=interrupted, quorum=quorum, lease=lease,
     )
 
 

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 import redis
 from redis.exceptions import LockError
 
+from cr_orchestrator.state.journal import Step
 from cr_orchestrator.procs import pid_alive
 from cr_orchestrator.state import redis_address
 from cr_orchestrator.errors import StateError
@@ -86,6 +87,21 @@ end
 redis.call('HSET', KEYS[1], 'primary', ARGV[2], 'epoch', ARGV[3])
 redis.call('HDEL', KEYS[1], 'seeded', 'change')
 return {1, ARGV[3]}
+"""
+
+# KEYS[1] cluster hash; ARGV epoch, step, its rank, the ranks by name (JSON). Moves the
+# journal of the change at that epoch forward to the step (never back).
+_JOURNAL_STEP = """
+local raw = redis.call('HGET', KEYS[1], 'change')
+if not raw then return 0 end
+local ok, change = pcall(cjson.decode, raw)
+if not ok or tostring(change['epoch']) ~= ARGV[1] then return 0 end
+local ranks = cjson.decode(ARGV[4])
+local now = ranks[string.upper(tostring(change['step'] or 'epoch_taken'))] or 1
+if tonumber(ARGV[3]) <= now then return 0 end
+change['step'] = ARGV[2]
+redis.call('HSET', KEYS[1], 'change', cjson.encode(change))
+return 1
 """
 
 # KEYS[1] cluster hash; ARGV epoch. The change journaled at that epoch is over.
@@ -240,6 +256,7 @@ class ClusterState:
         self._ensure = redis_client.register_script(_ENSURE)
         self._adopt = redis_client.register_script(_ADOPT)
         self._finish_change = redis_client.register_script(_FINISH_CHANGE)
+        self._journal_step = redis_client.register_script(_JOURNAL_STEP)
         self.min_acks = min_acks_of(redis_client)
 
     def quorum(self) -> bool | None:
@@ -349,6 +366,13 @@ class ClusterState:
         except ValueError as exc:
             raise StateError(f"malformed Redis state: {key} change: {exc}") from exc
         return value
+
+    def journal_step(self, cluster: str, epoch: int, step: Step) -> bool:
+        """The change journaled at ``epoch`` reached ``step`` (never moves back)."""
+        ranks = dumps({s.name: int(s) for s in Step})
+        return bool(self._journal_step(keys=[self.key(cluster)],
+                                       args=[str(int(epoch)), step.words.replace(" ", "_"),
+                                             str(int(step)), ranks]))
 
     def finish_change(self, cluster: str, epoch: int) -> bool:
         """The change journaled at ``epoch`` is over (done, or failed and reported)."""

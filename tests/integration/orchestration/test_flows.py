@@ -593,3 +593,35 @@ def test_crctl_recover_refuses_when_two_hosts_claim_the_newest_epoch(env, rec):
     assert "mail-a and mail-b both claim the primary role" in str(refused.value)
     assert "crctl adopt mail" in str(refused.value)
     assert env.state.epoch("mail") == 0 and rec.calls == []
+
+
+def test_the_journal_follows_the_playbook_and_a_resume_says_where_it_had_got(env, rec):
+    """A failover's journal moves through its steps as the playbook reports them; when
+    its worker dies after the fence, the resume's history names that step."""
+    from cr_orchestrator.state.journal import Step
+
+    env.state.promote(cluster="mail", new_primary="mail-b", expected_epoch=0, change={
+        "kind": "failover", "playbook": "failover", "old_primary": "mail-a",
+        "old_primary_down": True, "reason": "mail-a down"})
+    assert env.state.change("mail").get("step") is None
+    assert env.state.journal_step("mail", 1, Step.OLD_PRIMARY_FENCED)
+    assert not env.state.journal_step("mail", 1, Step.EPOCH_TAKEN)  # never back
+    assert not env.state.journal_step("mail", 7, Step.VERIFIED)  # another change's epoch
+    assert env.state.change("mail")["step"] == "old_primary_fenced"
+
+    def run_playbook(**kw):
+        for task, host, role in (("Start each service that does not run", "mail-b", "cr_service"),
+                                 ("Check that clients get an answer", "mail-b", None)):
+            kw["on_event"]({"event": "runner_on_ok",
+                            "event_data": {"task": task, "host": host, "role": role}})
+            seen.append(env.state.change("mail")["step"])
+        return rec.run_playbook(**kw)
+
+    seen: list = []
+    env = replace(env, run_playbook=run_playbook)
+    out = cycle.resume(env, cluster(env), expected_epoch=1, reason="resuming")
+    assert out.ok and seen == ["promoted", "verified"]
+    resumed = [e.data for e in env.state.events("mail") if e.kind == "resumed"]
+    assert resumed[0]["step"] == "old primary fenced"
+    assert "(the first run had reached: old primary fenced)" in resumed[0]["reason"]
+    assert env.state.change("mail") is None  # done: the journal is closed
