@@ -231,6 +231,30 @@ class Policy:
     failback_min_healthy_s: float = 60.0
     max_replica_lag_s: float = 300.0
     dr: DrMode = DrMode.MANUAL
+    # The serving host's lease (roles/cr_lease_agent): None derives it from the probe
+    # interval (renew each round; ttl 3.25 renewals; margin half a renewal), so a host
+    # confirmed down is promoted away from about when detection ends, as before leases.
+    lease_renew_s: float | None = None
+    lease_ttl_s: float | None = None
+    lease_margin_s: float | None = None
+
+    @property
+    def lease_renew(self) -> float:
+        return self.lease_renew_s if self.lease_renew_s is not None else self.probe_interval_s
+
+    @property
+    def lease_ttl(self) -> float:
+        return self.lease_ttl_s if self.lease_ttl_s is not None else 3.25 * self.lease_renew
+
+    @property
+    def lease_margin(self) -> float:
+        return self.lease_margin_s if self.lease_margin_s is not None \
+            else 0.5 * self.lease_renew
+
+    @property
+    def promotion_wait(self) -> float:
+        """How long after its last renewal an unreachable primary's lease may still hold."""
+        return self.lease_ttl + self.lease_margin
 
 
 @dataclass(frozen=True)

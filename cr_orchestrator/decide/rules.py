@@ -33,7 +33,8 @@ Rules, in order of precedence (the first that applies wins):
    RESTART_SERVICE;
 10. otherwise failover: HOLD if not confirmed from a second vantage, if the failover
    budget is spent, while an unreachable primary's lease may still hold (``lease_ttl`` +
-   ``lease_margin`` from the last renewal granted to it: its agent stops it by then), or if no secondary is eligible (down, too stale, never synced);
+   ``lease_margin`` from the last renewal granted to it: its agent stops it by then),
+   or if no secondary is eligible (down, too stale, never synced);
    else FAILOVER to the best secondary (health, then freshness, then priority); with no
    secondary able, a DR replica within ``max_replica_lag`` is promoted only when
    ``cr_dr: auto`` and this orchestrator holds the Redis quorum's majority, else HOLD

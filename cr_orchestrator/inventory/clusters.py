@@ -57,6 +57,9 @@ POLICY_KEYS = {
     "failover_period": ("failover_period_s", "duration", None),
     "failback_min_healthy": ("failback_min_healthy_s", "duration", None),
     "max_replica_lag": ("max_replica_lag_s", "duration", None),
+    "lease_renew": ("lease_renew_s", "duration", None),
+    "lease_ttl": ("lease_ttl_s", "duration", None),
+    "lease_margin": ("lease_margin_s", "duration", None),
 }
 _CLUSTER_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
@@ -303,4 +306,18 @@ def build_policy(p: Problems, cv: ClusterVars) -> Policy | None:
         p.error(w, "cr_policy.probe_timeout", f"{policy.probe_timeout_s:g}s is longer than "
                 f"probe_interval ({policy.probe_interval_s:g}s): probes would pile up")
         return None
+    return _check_lease_timing(p, w, policy)
+
+
+def _check_lease_timing(p: Problems, w: Where, policy: Policy) -> Policy | None:
+    """The lease's timing rules (docs/operations.md, "The serving host's lease")."""
+    # renewals come with the rounds: never more often than the probe interval
+    renew = max(policy.lease_renew, policy.probe_interval_s)
+    if policy.lease_ttl <= 3 * renew:
+        p.error(w, "cr_policy.lease_ttl", f"{policy.lease_ttl:g}s must be longer than 3 "
+                f"renewals (lease_renew, at least probe_interval: 3 x {renew:g}s): one or "
+                "two lost renewals would make the serving host stop itself")
+        return None
+    # the promotion wait, lease_ttl + lease_margin, is longer than lease_ttl: a duration
+    # (lease_margin) is positive, as as_duration checked
     return policy
