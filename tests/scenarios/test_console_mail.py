@@ -111,8 +111,9 @@ def test_console_metrics_and_notifications_follow_a_failover(lab, split_brain_wa
                                          if e.kind == "playbook" and e.data["playbook"] == "failover"],
                                 120, "the failover playbook")[-1]
             assert failover.data["ok"], failover.data
-            wait_for(lambda: "change running" not in _text(driver, "#cluster-mail"), 30,
-                     "the page to show the change over", every_s=0.3)
+            wait_for(lambda: "change running" not in _text(driver, "#cluster-mail")
+                     and " up" in _host_class(driver, "mail-b"), 30,
+                     "the page to show the change over and mail-b up", every_s=0.3)
             driver.save_screenshot(str(shots / "2-mail-b-primary-after-failover.png"))
             promotion = next(e for e in state.events("mail", count=1000) if e.kind == "promotion")
             wait_for(lambda: hook.kinds().count("failover") == 1, 30,
@@ -174,6 +175,14 @@ def test_console_metrics_and_notifications_follow_a_failover(lab, split_brain_wa
             assert "via console from 127.0.0.1" in asked[0].data["by"]
             wait_for(lambda: hook.kinds().count("switchover") == 1, 60,
                      "the switchover webhook", every_s=0.2)
+
+            # The failover's playbook run, task by task, from its link in the timeline.
+            driver.get(f"{serve.url}/cluster/mail/run/{failover.id}")
+            rows = {tuple(td.text for td in tr.find_elements(By.TAG_NAME, "td"))[:3]
+                    for tr in driver.find_elements(By.CSS_SELECTOR, "table.tasks tbody tr")}
+            assert any(task.startswith("Take the primary role") and host == "mail-b"
+                       and result == "changed" for task, host, result in rows), rows
+            driver.save_screenshot(str(shots / "5-failover-tasks.png"))
 
             # One notification per failover and per switchover; no secret in them.
             time.sleep(2)
