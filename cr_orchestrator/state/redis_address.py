@@ -131,8 +131,16 @@ def celery_settings(address: RedisAddress) -> dict:
                 "redbeat_redis_options": {"socket_timeout": SOCKET_TIMEOUT_S,
                                           "socket_connect_timeout": CONNECT_TIMEOUT_S}}
     hosts = ";".join(f"sentinel://{h}:{p}/{address.db}" for h, p in address.sentinels)
+    # celery #6348: a worker whose master vanished without a reset (its host or site
+    # gone, not just the process) waited on a dead socket forever and never re-asked the
+    # sentinels. Timeouts and keepalive turn that silence into an error kombu recovers
+    # from (reconnect = ask the sentinels again); BRPOP's own 1 s poll stays below them.
     sentinel_options = {"master_name": address.master,
-                        "sentinel_kwargs": {"socket_timeout": 1.0}}
+                        "sentinel_kwargs": {"socket_timeout": 1.0},
+                        "socket_timeout": SOCKET_TIMEOUT_S,
+                        "socket_connect_timeout": CONNECT_TIMEOUT_S,
+                        "socket_keepalive": True,
+                        "health_check_interval": 10}
     return {
         "broker_url": hosts,
         "result_backend": hosts,

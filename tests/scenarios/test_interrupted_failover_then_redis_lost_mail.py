@@ -111,6 +111,7 @@ def test_worker_killed_at_the_promotion_then_redis_lost_keeps_every_acknowledged
         assert [(e.data["primary"], e.data["epoch"]) for e in adopted] == [("mail-b", 1)]
         assert "mail-b recorded that it took the primary role at epoch 1" in \
             adopted[0].data["reason"]
+        assert "re-seeding Redis from the hosts: adopting mail-b" in adopted[0].data["reason"]
         # never a demotion of (or a move away from) the host that serves
         playbooks = [(e.data["playbook"], e.data["limit"]) for e in _events(orch, "playbook")]
         assert ("demote", "mail-b") not in playbooks, playbooks
