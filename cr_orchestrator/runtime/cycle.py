@@ -28,7 +28,7 @@ from cr_orchestrator.act.changes import (  # noqa: F401 - re-exported: the flows
     LOCK_TTL_S, Env, Outcome, adopt, demote_rejoined, failover, flow_budget_s, reassert,
     restart_service, resume, resync, switchover, sync_sets,
 )
-from cr_orchestrator.decide.rules import Action, ClusterSnapshot, Decision, decide
+from cr_orchestrator.decide.rules import Action, ClusterSnapshot, Decision, LeaseGrant, decide
 from cr_orchestrator.errors import CrError
 from cr_orchestrator.observe.health import Liveness
 from cr_orchestrator.model import Cluster, Platform
@@ -90,7 +90,7 @@ def observe(env: Env, cluster: Cluster) -> Observed:
                                windows_hosts=windows),
         seeded=recorded is None or state.seeded(cluster.name),
         interrupted=interrupted_change(state.change(cluster.name)),
-        quorum=state.quorum())
+        quorum=state.quorum(), lease=_last_lease_grant(env, cluster))
     return Observed(snapshot, observations)
 
 
@@ -138,11 +138,13 @@ def probe_round(env: Env, cluster_name: str) -> Outcome:
             holder = busy_before or env.state.lock_holder(cluster.name)
             if holder is not None:
                 record(env, cluster, observed, None)
+                keep_lease(env, cluster, snapshot)
                 return Outcome(True, f"observed {cluster.name}; a topology change holds the "
                                      f"lock ({holder}): not deciding now")
             if env.state.epoch(cluster.name) != snapshot.epoch:
                 # A change finished while we probed: what we saw may predate it.
                 record(env, cluster, observed, None)
+                keep_lease(env, cluster, snapshot)
                 return Outcome(True, f"observed {cluster.name}; it moved to epoch "
                                      f"{env.state.epoch(cluster.name)} meanwhile: not deciding")
             decision = decide(snapshot, policy)
@@ -150,8 +152,34 @@ def probe_round(env: Env, cluster_name: str) -> Outcome:
     except LockBusy:
         return Outcome(True, f"skipped: the previous round of {cluster.name} is still running")
     log.info("%s: %s", cluster.name, decision.reason)
+    renewal = keep_lease(env, cluster, snapshot)
     outcome = act(env, cluster, decision, snapshot)
+    if renewal is not None and renewal.agent_up is False:
+        from cr_orchestrator.act.lease import restart_agent
+
+        log.info("%s: %s", cluster.name, restart_agent(env, cluster, renewal.host))
     return Outcome(outcome.ok, outcome.summary, decision, outcome.epoch)
+
+
+def _last_lease_grant(env: Env, cluster: Cluster) -> LeaseGrant | None:
+    from cr_orchestrator.state.lease import LeaseStore
+
+    last = LeaseStore(env.redis, env.prefix).last_grant(cluster.name)
+    return LeaseGrant(*last) if last is not None else None
+
+
+def keep_lease(env: Env, cluster: Cluster, snapshot: ClusterSnapshot):
+    """Renew the live primary's lease once this round's state write succeeded
+    (``act/lease.py``); a failed renewal is logged, and the lease runs out on the host."""
+    from cr_orchestrator.act.lease import renew
+
+    try:
+        return renew(env, cluster, snapshot)
+    except CrError as exc:  # e.g. NotReplicated: this orchestrator renews nothing
+        log.warning("%s: lease not renewed: %s", cluster.name, exc)
+    except Exception as exc:  # noqa: BLE001 - Redis down: no renewal, the lease runs out
+        log.warning("%s: lease not renewed: %s: %s", cluster.name, type(exc).__name__, exc)
+    return None
 
 
 def _health_word(m) -> str:

@@ -9,6 +9,9 @@ loss       outgoing packet loss (and latency) on its links: tc netem, or nftable
            kernel has no sch_netem (then loss only, no latency)
 isolate    nftables in the host drops traffic to/from the root namespace (orchestrator)
            only: peers still reach it
+asymmetric nftables in the host drops traffic to/from the root namespace (orchestrator)
+           and every other host and orchestrator node: only clients still reach it (the
+           partition a lease guards against: it would keep serving them)
 =========  ===============================================================================
 
 Each active fault is recorded in lab.json so ``heal`` undoes exactly what was done.
@@ -41,10 +44,11 @@ class FaultMode(enum.StrEnum):
     FREEZE = "freeze"
     LOSS = "loss"
     ISOLATE = "isolate"
+    ASYMMETRIC = "asymmetric"
 
 
 # order in which heal undoes faults: network first, processes last
-HEAL_ORDER = (FaultMode.LINK, FaultMode.ISOLATE, FaultMode.LOSS, FaultMode.FREEZE,
+HEAL_ORDER = (FaultMode.LINK, FaultMode.ISOLATE, FaultMode.ASYMMETRIC, FaultMode.LOSS, FaultMode.FREEZE,
               FaultMode.CRASH, FaultMode.SERVICE)
 
 
@@ -221,10 +225,35 @@ def _unisolate(lab: LabHandle, node: Node, state: dict) -> str:
     return "isolation removed"
 
 
+# --- asymmetric -----------------------------------------------------------------------------------
+ASYMMETRIC_TABLE = "cr_lab_asymmetric"
+
+
+def _asymmetric(lab: LabHandle, node: Node, **_) -> str:
+    peers = sorted({lk.address for n in lab.plan.nodes if n.name != node.name
+                    and n.kind in (NodeKind.HOST, NodeKind.ORCHESTRATOR, NodeKind.WITNESS)
+                    for lk in n.links})
+    cut = ", ".join([*lab.root_addresses, *peers])
+    rules = (f"table inet {ASYMMETRIC_TABLE} {{\n"
+             f" chain in {{\n  type filter hook input priority -10;\n  ip saddr {{ {cut} }} drop\n }}\n"
+             f" chain out {{\n  type filter hook output priority -10;\n  ip daddr {{ {cut} }} drop\n }}\n"
+             "}\n")
+    netns.run(["ip", "netns", "exec", node.namespace, "nft", "-f", "-"], input=rules)
+    return "cut off from the orchestrator (root namespace) and its peers; clients still reach it"
+
+
+def _unasymmetric(lab: LabHandle, node: Node, state: dict) -> str:
+    netns.run(["ip", "netns", "exec", node.namespace, "nft", "delete", "table", "inet",
+               ASYMMETRIC_TABLE], check=False)
+    return "asymmetric partition removed"
+
+
 APPLY = {FaultMode.CRASH: _crash, FaultMode.LINK: _link, FaultMode.SERVICE: _stop_service,
-         FaultMode.FREEZE: _freeze, FaultMode.LOSS: _loss, FaultMode.ISOLATE: _isolate}
+         FaultMode.FREEZE: _freeze, FaultMode.LOSS: _loss, FaultMode.ISOLATE: _isolate,
+         FaultMode.ASYMMETRIC: _asymmetric}
 UNDO = {FaultMode.CRASH: _uncrash, FaultMode.LINK: _unlink, FaultMode.SERVICE: _start_service,
-        FaultMode.FREEZE: _thaw, FaultMode.LOSS: _unloss, FaultMode.ISOLATE: _unisolate}
+        FaultMode.FREEZE: _thaw, FaultMode.LOSS: _unloss, FaultMode.ISOLATE: _unisolate,
+        FaultMode.ASYMMETRIC: _unasymmetric}
 
 
 # --- --for timers -------------------------------------------------------------------------

@@ -1,0 +1,213 @@
+"""Renewing the serving host's lease, and keeping its agent running (the act edge).
+
+Each round, once the round's own state write to Redis succeeded, the live primary's lease
+is renewed: a one-line write to ``<dir>/<cluster>.lease`` on the host ("epoch renewed-at
+ttl paused"; renewed-at is read from the host's own monotonic clock as the line is
+written, so no clock is compared across machines). The renewal is recorded in Redis
+first (``state/lease.py``) with the latest moment the host may receive it: an
+orchestrator that cannot write its state (a Redis master without its replicas) renews
+nothing, and its hosts stop themselves after ``lease_ttl`` (roles/cr_lease_agent).
+
+The same command reports the host's lease agent (alive, and how old its last check is).
+An agent found down is recorded in history and restarted through the role, with the
+back-off of the other repeated actions.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import shlex
+from dataclasses import dataclass
+
+from cr_orchestrator.act.changes import Env, _play
+from cr_orchestrator.decide.lease import renewal_target
+from cr_orchestrator.decide.rules import ClusterSnapshot
+from cr_orchestrator.model import Cluster, Host, Platform
+from cr_orchestrator.state.cluster import EventKind
+from cr_orchestrator.state.host_records import FENCE_DIR_LINUX, FENCE_DIR_WINDOWS
+from cr_orchestrator.state.lease import LeaseStore
+
+log = logging.getLogger(__name__)
+
+AGENT_STALE_S = 5.0  # an agent whose last check is older has stopped checking
+RESTART_ACTION = "restart_lease_agent"  # its back-off key
+_ANSWER = re.compile(r"^renewed (?P<at>[0-9.]+) (?:agent (?P<pid>[0-9]+) (?P<age>-?[0-9.]+)"
+                     r"|(?P<down>agent-down)(?: (?P<why>.*))?)$")
+
+
+@dataclass(frozen=True)
+class Renewal:
+    """What one renewal gave: whether the host wrote it, and its agent's state."""
+
+    host: str
+    renewed: bool
+    agent_up: bool | None  # None: not known (the renewal failed)
+    detail: str
+
+
+def linux_renewal_script(*, cluster: str, epoch: int, ttl_s: float, paused: bool,
+                         directory: str = FENCE_DIR_LINUX) -> str:
+    """The POSIX sh that writes the lease and reports the agent (one line on stdout)."""
+    d = shlex.quote(directory)
+    lease, beat = (shlex.quote(f"{directory}/{cluster}.{n}") for n in ("lease", "lease-agent"))
+    return f"""read up _ </proc/uptime || exit 3
+mkdir -p {d} && printf '%s %s %s %s\\n' {int(epoch)} "$up" {ttl_s:g} {1 if paused else 0} \
+>{lease}.new && mv -f {lease}.new {lease} || exit 4
+why=""
+if read -r pid beat _ <{beat} 2>/dev/null; then
+  if [ "$(readlink /proc/$pid/ns/net 2>/dev/null)" != "$(readlink /proc/$$/ns/net)" ] \
+     || ! tr '\\0' ' ' </proc/$pid/cmdline 2>/dev/null | grep -q cr-lease-agent; then
+    why="its process $pid is gone"
+  else
+    age=$(awk -v a="$up" -v b="$beat" 'BEGIN {{ printf "%.1f", a - b }}')
+    if awk -v a="$age" 'BEGIN {{ exit !(a > {AGENT_STALE_S:g}) }}'; then
+      why="its last check was $age s ago"
+    else
+      echo "renewed $up agent $pid $age"; exit 0
+    fi
+  fi
+else
+  why="it never ran (no {cluster}.lease-agent record)"
+fi
+echo "renewed $up agent-down $why"
+"""
+
+
+def windows_renewal_script(*, cluster: str, epoch: int, ttl_s: float, paused: bool,
+                           directory: str = FENCE_DIR_WINDOWS) -> str:
+    """The PowerShell twin of :func:`linux_renewal_script` (TickCount64: milliseconds
+    since boot, Windows' monotonic clock)."""
+    d = directory.replace("'", "''")
+    return f"""$ErrorActionPreference = 'Stop'
+$dir = '{d}'
+$up = [Environment]::TickCount64 / 1000.0
+$lease = Join-Path $dir '{cluster}.lease'
+$beat = Join-Path $dir '{cluster}.lease-agent'
+New-Item -ItemType Directory -Force -Path $dir | Out-Null
+$invariant = [Globalization.CultureInfo]::InvariantCulture
+$line = '{int(epoch)} {{0}} {ttl_s:g} {1 if paused else 0}' -f $up.ToString($invariant)
+Set-Content -Path ($lease + '.new') -Value $line -Encoding ascii
+Move-Item -Force -Path ($lease + '.new') -Destination $lease
+$why = ''
+if (Test-Path $beat) {{
+    $fields = (Get-Content -Path $beat -TotalCount 1) -split ' '
+    $agentPid = [int]$fields[0]
+    $age = $up - [double]::Parse($fields[1], $invariant)
+    if (-not (Get-Process -Id $agentPid -ErrorAction SilentlyContinue)) {{
+        $why = "its process $agentPid is gone"
+    }} elseif ($age -gt {AGENT_STALE_S:g}) {{
+        $why = [string]::Format($invariant, 'its last check was {{0:F1}} s ago', $age)
+    }} else {{
+        [string]::Format($invariant, 'renewed {{0}} agent {{1}} {{2:F1}}', $up, $agentPid, $age)
+        exit 0
+    }}
+}} else {{
+    $why = 'it never ran (no {cluster}.lease-agent record)'
+}}
+[string]::Format($invariant, 'renewed {{0}} agent-down {{1}}', $up, $why)
+"""
+
+
+def parse_answer(host: str, text: str) -> Renewal:
+    """The host's one-line answer (its last line) as a :class:`Renewal`."""
+    last = (text.strip().splitlines() or [""])[-1].strip()
+    m = _ANSWER.match(last)
+    if m is None:
+        return Renewal(host, False, None, f"unusable answer: {last[:120]!r}")
+    if m["down"]:
+        return Renewal(host, True, False, f"the lease agent is down: {m['why'] or 'not running'}")
+    return Renewal(host, True, True, f"the lease agent (pid {m['pid']}) checked {m['age']} s ago")
+
+
+def send_renewal(*, host: Host, cluster: str, epoch: int, ttl_s: float, paused: bool,
+                 deadline_s: float) -> Renewal:
+    """Write the lease on ``host`` within ``deadline_s``; never raises."""
+    try:
+        if host.platform is Platform.WINDOWS:
+            from cr_orchestrator.observe.windows_host import DEFAULT_POOL
+
+            if host.winrm is None:
+                return Renewal(host.name, False, None, "no WinRM settings for this host")
+            shell = DEFAULT_POOL.get(address=host.management_address, settings=host.winrm)
+            result = shell.run_ps(windows_renewal_script(
+                cluster=cluster, epoch=epoch, ttl_s=ttl_s, paused=paused),
+                deadline_s=deadline_s)
+            if result.error is not None:
+                return Renewal(host.name, False, None, f"renewal not written: {result.error}")
+            return parse_answer(host.name, result.stdout)
+        from cr_orchestrator.observe import linux_host
+
+        if host.ssh is None:
+            return Renewal(host.name, False, None, "no SSH settings for this host")
+        control_dir = linux_host.default_control_dir()
+        control_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        argv = linux_host.build_ssh_command(host=host, control_dir=control_dir,
+                                            connect_timeout_s=deadline_s,
+                                            remote_command="sh -s")
+        run = linux_host.run_ssh(argv=argv, deadline_s=deadline_s, stdin=linux_renewal_script(
+            cluster=cluster, epoch=epoch, ttl_s=ttl_s, paused=paused))
+        if run.timed_out or run.rc != 0:
+            why = f"no answer within {deadline_s:.1f} s" if run.timed_out else \
+                (run.stderr.strip().splitlines() or [f"exit {run.rc}"])[-1]
+            return Renewal(host.name, False, None, f"renewal not written: {why}"[:200])
+        return parse_answer(host.name, run.stdout)
+    except Exception as exc:  # noqa: BLE001 - the edge returns values, never raises
+        return Renewal(host.name, False, None, f"renewal failed: {type(exc).__name__}")
+
+
+def renew(env: Env, cluster: Cluster, snapshot: ClusterSnapshot) -> Renewal | None:
+    """Renew the live primary's lease after this round's state write; record the renewal
+    and what it said of the agent. None: no renewal this round (decide/lease.py)."""
+    host = renewal_target(snapshot)
+    if host is None:
+        return None
+    policy, store = cluster.policy, LeaseStore(env.redis, env.prefix)
+    deadline = policy.probe_timeout_s
+    # Recorded (and replicated, where the Redis quorum asks for it) before it is sent:
+    # a renewal nobody recorded would be one no orchestrator waits for.
+    store.record_grant(cluster=cluster.name, host=host, epoch=snapshot.epoch,
+                       at=env.clock() + deadline)
+    env.state.replicated(f"the lease renewal of {host}")
+    renewal = send_renewal(host=env.topology.hosts[host], cluster=cluster.name,
+                           epoch=snapshot.epoch, ttl_s=policy.lease_ttl,
+                           paused=snapshot.paused, deadline_s=deadline)
+    if renewal.renewed:  # answered: it got the renewal before now
+        store.record_grant(cluster=cluster.name, host=host, epoch=snapshot.epoch,
+                           at=env.clock())
+    if renewal.agent_up is not None:
+        _agent_seen(env, cluster, renewal)
+    return renewal
+
+
+def _agent_seen(env: Env, cluster: Cluster, renewal: Renewal) -> None:
+    store = LeaseStore(env.redis, env.prefix)
+    now = env.clock()
+    changed = store.set_agent(cluster=cluster.name, host=renewal.host,
+                              up=bool(renewal.agent_up), detail=renewal.detail, now=now)
+    if changed and not renewal.agent_up:
+        env.state.append_event(cluster=cluster.name, kind=EventKind.ERROR, at=now, data={
+            "lease_agent": "down", "host": renewal.host,
+            "reason": f"the lease agent of {cluster.name} on {renewal.host} is down "
+                      f"({renewal.detail.split(': ', 1)[-1]}): its lease is not kept on the "
+                      "host; restarting it through the role cr_lease_agent"})
+    elif changed:
+        log.info("%s: the lease agent on %s runs: %s", cluster.name, renewal.host,
+                 renewal.detail)
+
+
+def restart_agent(env: Env, cluster: Cluster, host: str) -> str:
+    """Run the role cr_lease_agent on ``host`` (with the back-off of repeated actions);
+    returns what was done, as a sentence."""
+    key = dict(cluster=cluster.name, action=RESTART_ACTION, target=host)
+    failures, retry_at = env.state.backoff(**key)
+    if retry_at > env.clock():
+        return (f"not restarting the lease agent on {host} yet: it failed {failures} "
+                f"time(s); next try in {retry_at - env.clock():.0f} s")
+    result = _play(env, cluster, "lease_agent", limit=host,
+                   extravars={"cr_cluster": cluster.name, "cr_lease_agent_state": "started"},
+                   why=f"the lease agent of {cluster.name} on {host} is down")
+    env.state.record_action(**key, ok=bool(result.ok), now=env.clock(),
+                            base_s=2 * cluster.policy.probe_interval_s)
+    word = "restarted" if result.ok else "could not restart"
+    return f"{word} the lease agent on {host}: {result.summary}"
