@@ -1,4 +1,4 @@
-"""``crctl lab up|down|status|fail|heal``: the namespace lab (see docs/lab.md).
+"""``crctl lab up|down|status|fail|heal|orch``: the namespace lab (see docs/lab.md).
 
 Name and address base come from ``--name``/``--base``, else CR_LAB_NAME/CR_LAB_BASE, else
 ``crlab`` / 198.18.0.0/20.
@@ -36,6 +36,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     up.add_argument("--windows-command",
                     help="run this command as the Windows hosts' service instead (placeholders "
                          "{host} {address} {cluster_address} {hostdir} {data})")
+    up.add_argument("--orchestrators", action="store_true",
+                    help="also orchestrator nodes orch-a, orch-b and a witness running Redis "
+                         "+ Sentinel, and client-b at site-b (added to a running lab)")
     up.set_defaults(handler=_up)
 
     down = with_name(sub.add_parser("down", help="remove everything the lab created"))
@@ -45,8 +48,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     st.add_argument("--json", action="store_true", help="machine-readable output")
     st.set_defaults(handler=_status)
 
-    fail = with_name(sub.add_parser("fail", help="inject a fault into a host"))
-    fail.add_argument("host")
+    fail = with_name(sub.add_parser("fail", help="inject a fault into a host, or a site "
+                                    "(site-a, site-b: --mode crash|isolate)"))
+    fail.add_argument("host", metavar="HOST|SITE")
     fail.add_argument("--mode", required=True, choices=[str(m) for m in FaultMode])
     fail.add_argument("--for", dest="for_s", type=float, metavar="SECONDS",
                       help="heal this fault by itself after SECONDS (background)")
@@ -60,12 +64,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     heal.add_argument("--mode", choices=[str(m) for m in FaultMode], help="only this fault")
     heal.set_defaults(handler=_heal)
 
+    orch = with_name(sub.add_parser("orch", help="orchestrator nodes: crctl run, Redis, "
+                                    "Sentinel (lab up --orchestrators)"))
+    orch.add_argument("action", choices=["start", "stop", "kill", "master"],
+                      help="start|stop crctl run on NODE; kill NODE's worker, beat or redis; "
+                           "master: what each sentinel names master")
+    orch.add_argument("node", nargs="?", help="orch-a, orch-b (kill redis: also witness)")
+    orch.add_argument("what", nargs="?", choices=["worker", "beat", "redis"],
+                      help="kill: which process")
+    orch.add_argument("--inventory", help="start: inventory (default: the lab's)")
+    orch.add_argument("--env", action="append", default=[], metavar="VAR=VALUE",
+                      help="start: environment override (repeatable)")
+    orch.set_defaults(handler=_orch)
+
 
 def _up(args: argparse.Namespace) -> int:
     started = time.monotonic()
     argv = shlex.split(args.windows_command) if args.windows_command else None
     lab = Lab.up(name=args.name, base=args.base, secondaries=args.secondaries,
-                 windows=args.windows, service_argv=argv)
+                 windows=args.windows, service_argv=argv, orchestrators=args.orchestrators)
     print(f"lab {lab.name} is up ({time.monotonic() - started:.1f} s)")
     if args.windows and not lab.service_argv:
         print("note: no WS-Man simulator installed: the Windows hosts run no service")
@@ -116,4 +133,36 @@ def _heal(args: argparse.Namespace) -> int:
     lab = Lab.load(name=args.name)
     done = lab.heal(args.host, modes=[args.mode] if args.mode else None)
     print("\n".join(done) if done else "nothing to heal")
+    return 0
+
+
+def _orch(args: argparse.Namespace) -> int:
+    from cr_orchestrator.errors import LabError
+
+    check_prerequisites()
+    lab = Lab.load(name=args.name)
+    if args.action == "master":
+        views = lab.sentinel_views()
+        for node, master in views.items():
+            print(f"sentinel on {node:8} names master: {master or 'no answer'}")
+        print(f"majority: {lab.redis_master() or 'none'}")
+        return 0
+    if not args.node:
+        raise LabError(f"crctl lab orch {args.action}: name the node (orch-a, orch-b)")
+    if args.action == "start":
+        env = dict(pair.split("=", 1) for pair in args.env if "=" in pair)
+        if len(env) != len(args.env):
+            raise LabError(f"--env {args.env}: give VAR=VALUE")
+        pid = lab.start_orchestrator(args.node, inventory=args.inventory, env=env)
+        print(f"crctl run started on {args.node} (pid {pid})")
+    elif args.action == "stop":
+        lab.stop_orchestrator(args.node)
+        print(f"crctl run stopped on {args.node}")
+    elif args.what == "redis":
+        print(f"killed the Redis of {args.node} (pid {lab.kill_redis(args.node)})")
+    elif args.what:
+        pid = lab.kill_orchestrator_child(args.node, args.what)
+        print(f"killed the {args.what} of crctl run on {args.node} (pid {pid})")
+    else:
+        raise LabError("crctl lab orch kill NODE worker|beat|redis")
     return 0

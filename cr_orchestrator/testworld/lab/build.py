@@ -16,33 +16,46 @@ from cr_orchestrator.testworld.lab.plan import DNS_ZONE, HostPlatform, LabPlan, 
 NETNS_ETC = "/etc/netns"  # ip netns exec bind-mounts /etc/netns/NS/resolv.conf
 
 
-def create_networks(plan: LabPlan) -> None:
-    """Namespaces, the switch's bridges, every veth, addresses and routes."""
+def create_networks(plan: LabPlan, *, before: LabPlan | None = None) -> None:
+    """Namespaces, the switch's bridges, every veth, addresses and routes.
+
+    With ``before`` (the plan of the running lab), only what ``plan`` adds to it: how
+    ``up --orchestrators`` grows a running lab without touching what is there.
+    """
     sw = plan.switch_ns
-    for ns in [sw] + [n.namespace for n in plan.nodes]:
+    old_nets = {n.key for n in before.nets} if before else set()
+    old_links = {n.name: set(n.links) for n in before.nodes} if before else {}
+    nets = [n for n in plan.nets if n.key not in old_nets]
+    new_nodes = [n for n in plan.nodes if n.name not in old_links]
+    for ns in ([] if before else [sw]) + [n.namespace for n in new_nodes]:
         netns.run(["ip", "netns", "add", ns])
-    sw_cmds = ["link set lo up"]
-    for net in plan.nets:
+    sw_cmds = [] if before else ["link set lo up"]
+    for net in nets:
         sw_cmds += [f"link add br-{net.key} type bridge forward_delay 0",
                     f"link set br-{net.key} up"]
     netns.ip_batch(sw_cmds, ns=sw)
     # root <-> switch: the orchestrator's way into each lab net (no other route leaves it)
     root_cmds = []
-    for net in plan.nets:
+    for net in nets:
         root_cmds += [f"link add {net.root_if} type veth peer name r-{net.key} netns {sw}",
                       f"addr add {net.root_address}/24 dev {net.root_if}",
                       f"link set {net.root_if} up"]
     netns.ip_batch(root_cmds)
     sw_cmds = []
-    for net in plan.nets:
+    for net in nets:
         sw_cmds += [f"link set r-{net.key} master br-{net.key}", f"link set r-{net.key} up"]
+    changed = []
     for node in plan.nodes:
-        for lk in node.links:
+        links = [lk for lk in node.links if lk not in old_links.get(node.name, set())]
+        changed += [node] if links else []
+        for lk in links:
             sw_cmds += [f"link add {lk.port} type veth peer name {lk.ifname} netns {node.namespace}",
                         f"link set {lk.port} master br-{lk.net}", f"link set {lk.port} up"]
     netns.ip_batch(sw_cmds, ns=sw)
-    for node in plan.nodes:
+    for node in changed:
         configure_node(plan, node)
+    if before:
+        return
     netns.run(["ip", "netns", "exec", plan.node("router").namespace,
                "sysctl", "-qw", "net.ipv4.ip_forward=1"])
     primary = plan.hosts()[0]

@@ -7,12 +7,14 @@ import fcntl
 import json
 import os
 import shlex
+import signal
 import subprocess
 import time
 from collections.abc import Iterator, Sequence
 
 from cr_orchestrator.errors import LabError
-from cr_orchestrator.testworld.lab import build, faults, inventory, netns, report, services
+from cr_orchestrator.testworld.lab import (build, faults, inventory, netns, orchnodes, quorum,
+                                           report, services, sitefaults)
 from cr_orchestrator.testworld.lab.handle import HostAddresses
 from cr_orchestrator.testworld.lab.plan import (DNS_RECORD, DNS_ZONE, LAB_ROOT, HostPlatform, LabPlan,
                                       NodeKind, plan_lab, validate_name)
@@ -44,15 +46,22 @@ class Lab:
         except FileNotFoundError as exc:
             raise LabError(f"lab {name} is not up (no {path}); run `crctl lab up --name {name}`") from exc
         plan = plan_lab(name=name, base=state["base"], secondaries=state["secondaries"],
-                        windows=state["windows"])
+                        windows=state["windows"],
+                        orchestrators=bool(state.get("orchestrators")))
         return cls(plan, service_argv=state.get("service_argv"))
 
     @classmethod
     def up(cls, *, name: str, base: str, secondaries: int = 1, windows: int = 0,
-           service_argv: list[str] | None = None) -> Lab:
-        """Build lab NAME (idempotent when it is already up with the same plan)."""
-        plan = plan_lab(name=name, base=base, secondaries=secondaries, windows=windows)
+           service_argv: list[str] | None = None, orchestrators: bool = False) -> Lab:
+        """Build lab NAME (idempotent when it is already up with the same plan).
+
+        ``orchestrators``: also the orchestrator nodes, the witness and client-b (added
+        to a running lab that lacks them; a lab that has them keeps them without it)."""
+        plan = plan_lab(name=name, base=base, secondaries=secondaries, windows=windows,
+                        orchestrators=orchestrators)
         netns.check_prerequisites()
+        if orchestrators:
+            quorum.check_installed()
         if windows and service_argv is None:
             from cr_orchestrator.testworld.lab import windows as win
 
@@ -62,6 +71,11 @@ class Lab:
             state = lab.read_state()
             if state and state.get("complete"):
                 lab._check_same_plan(state)
+                if state.get("orchestrators") and not orchestrators:
+                    lab.plan = plan_lab(name=name, base=base, secondaries=secondaries,
+                                        windows=windows, orchestrators=True)
+                elif orchestrators and not state.get("orchestrators"):
+                    lab._add_orchestrators()
                 lab._ensure_running()
                 return lab
             # nothing, or the leftovers of an ``up`` that died half-way: start clean
@@ -70,7 +84,9 @@ class Lab:
         return lab
 
     def _check_same_plan(self, state: dict) -> None:
+        # orchestrator nodes are extra: asked for, they are added; not asked, they stay
         want = {"base": self.plan.base, **self.plan.extra}
+        want.pop("orchestrators", None)
         have = {k: state.get(k) for k in want}
         if have != want:
             raise LabError(f"lab {self.name} is already up with {have}; you asked for {want}. "
@@ -86,18 +102,41 @@ class Lab:
         build.write_resolv_confs(plan)
         build.create_networks(plan)
         pids = build.start_all(plan, service_argv=self.service_argv)
+        if plan.quorum_nodes():
+            quorum.write_files(plan)
+            pids.update(quorum.start_all(plan))
         self.write_inventory()
         self.write_state({"complete": True, "pids": pids,
                            "up_seconds": round(time.monotonic() - started, 2)})
 
+    def _add_orchestrators(self) -> None:
+        """Grow a running lab by its orchestrator nodes, witness segment and client-b."""
+        state = self.read_state()
+        before = plan_lab(name=self.name, base=self.plan.base,
+                          secondaries=state["secondaries"], windows=state["windows"])
+        build.write_resolv_confs(self.plan)
+        build.create_networks(self.plan, before=before)
+        quorum.write_files(self.plan)
+        pids = quorum.start_all(self.plan)
+        self._update_state(orchestrators=True, pids={**state.get("pids", {}), **pids})
+
     def _ensure_running(self) -> None:
-        """``up`` on a running lab: restart whatever died (holders, sshd, services, named)."""
+        """``up`` on a running lab: restart whatever died (holders, sshd, services, named,
+        Redis, sentinels)."""
         state = self.read_state()
         pids = dict(state.get("pids", {}))
         if not netns.pid_alive(pids.get("named")):
             pids["named"] = services.start_named(self.plan)
+        crashed = sitefaults.crashed_nodes(state)
+        for node in self.plan.quorum_nodes():
+            if node.name in crashed:
+                continue
+            for what, start in (("redis", quorum.start_redis),
+                                ("sentinel", quorum.start_sentinel)):
+                if not netns.pid_alive(pids.get(f"{what}:{node.name}")):
+                    pids[f"{what}:{node.name}"] = start(self.plan, node.name)
         for host in self.plan.hosts():
-            if host.name in state.get("faults", {}):
+            if host.name in state.get("faults", {}) or host.name in crashed:
                 continue  # a deliberate fault stays until `heal`
             holder = pids.get(f"holder:{host.name}")
             if not netns.pid_alive(holder):
@@ -274,17 +313,127 @@ class Lab:
     # --- faults (see faults.py) -----------------------------------------------------------
     def fail(self, host: str, mode: str, *, for_s: float | None = None,
              loss_pct: int = 30, delay_ms: int = 100) -> str:
-
+        """Fault ``mode`` on HOST, or on a whole site (``site-a``: crash or isolate)."""
+        if sitefaults.is_site(self, host):
+            if for_s is not None:
+                raise LabError("--for: a site fault lasts until `crctl lab heal SITE`")
+            return sitefaults.fail(self, site=host, mode=mode)
+        if host in sitefaults.crashed_nodes(self.read_state()):
+            raise LabError(f"{host} is down with its site; `crctl lab heal` the site first")
         return faults.fail(self, host=host, mode=faults.FaultMode(mode), for_s=for_s,
                            loss_pct=loss_pct, delay_ms=delay_ms)
 
     def heal(self, host: str | None = None, *, modes: Sequence[str] | None = None) -> list[str]:
-
-        return faults.heal(self, host=host,
-                           modes=[faults.FaultMode(m) for m in modes] if modes else None)
+        """Undo the faults of HOST or SITE (or of everything: sites first)."""
+        if sitefaults.is_site(self, host):
+            return sitefaults.heal(self, site=host)
+        done = sitefaults.heal(self) if host is None else []
+        return done + faults.heal(self, host=host,
+                                  modes=[faults.FaultMode(m) for m in modes] if modes else None)
 
     def faults(self) -> dict[str, dict]:
-        return self.read_state().get("faults", {})
+        """Active faults: host (or site) -> {mode: record}."""
+        state = self.read_state()
+        return {**state.get("faults", {}), **state.get("site_faults", {})}
+
+    # --- orchestrator nodes, Redis and Sentinel (see quorum.py, orchnodes.py) ---------------
+    @property
+    def sentinels(self) -> tuple[str, ...]:
+        """``ip:26379`` of the three sentinels (CR_REDIS_SENTINELS is these, comma-joined)."""
+        return quorum.sentinel_addresses(self.plan)
+
+    def quorum_address(self, node: str) -> str:
+        """Where NODE's Redis (6379) and sentinel (26379) listen."""
+        return quorum.address(self.plan, node)
+
+    def redis_master(self) -> str | None:
+        """The node a majority of the sentinels names master now (None: no majority)."""
+        return quorum.master(self.plan)
+
+    def sentinel_views(self) -> dict[str, str | None]:
+        """node -> the node its own sentinel names master (None: no answer)."""
+        return quorum.views(self.plan)
+
+    def redis_role(self, node: str) -> str:
+        """``master``, ``slave`` or ``down (...)``: NODE's Redis, asked directly."""
+        return quorum.role(self.quorum_address(node))
+
+    def redis_write_refusal(self, node: str) -> str | None:
+        """None when NODE's Redis takes a write now, else the error (NOREPLICAS, READONLY)."""
+        return quorum.write_refusal(self.quorum_address(node))
+
+    def kill_redis(self, node: str) -> int:
+        """SIGKILL NODE's redis-server (``start_redis`` or ``crctl lab up`` restarts it)."""
+        self.plan.quorum_node(node)
+        pid = self.pid(f"redis:{node}")
+        if not netns.pid_alive(pid):
+            raise LabError(f"the Redis of {node} is not running")
+        netns.signal_pids([pid], signal.SIGKILL)  # type: ignore[list-item]
+        netns.wait_until(lambda: not netns.pid_alive(pid), timeout=5, what=f"Redis of {node}")
+        netns.reap_children()
+        return pid  # type: ignore[return-value]
+
+    def kill_redis_master(self) -> str:
+        """SIGKILL the Redis the sentinels name master; returns its node."""
+        node = self.redis_master()
+        if node is None:
+            raise LabError("the sentinels agree on no master now: nothing to kill")
+        self.kill_redis(node)
+        return node
+
+    def start_redis(self, node: str) -> int:
+        """Start NODE's redis-server again (from the configuration it last wrote)."""
+        with self.locked():
+            pid = quorum.start_redis(self.plan, node)
+            state = self.read_state()
+            state.setdefault("pids", {})[f"redis:{node}"] = pid
+            self.write_state(state)
+        return pid
+
+    def start_orchestrator(self, node: str, *, inventory: str | None = None,
+                           env: dict[str, str] | None = None,
+                           args: Sequence[str] = ()) -> int:
+        """Start ``crctl run --site SITE`` on NODE (orch-a, orch-b) through the lab's
+        sentinels; ``env`` overrides its environment (recorded in lab.json: no secrets),
+        ``args`` are more crctl run options. Returns its pid."""
+        with self.locked():
+            state = self.read_state()
+            runs = state.setdefault("orch_runs", {})
+            if netns.pid_alive((runs.get(node) or {}).get("pid")):
+                raise LabError(f"crctl run already runs on {node}; stop it first")
+            spec = {"inventory": inventory or self.inventory_path, "env": dict(env or {}),
+                    "args": list(args)}
+            spec["pid"] = orchnodes.start(self.plan, node, spec)
+            runs[node] = spec
+            self.write_state(state)
+        return spec["pid"]
+
+    def stop_orchestrator(self, node: str) -> None:
+        """Stop crctl run on NODE (SIGTERM: it stops worker and beat) and forget it."""
+        with self.locked():
+            state = self.read_state()
+            spec = state.setdefault("orch_runs", {}).pop(node, None) or {}
+            keep = [p for k, p in state.get("pids", {}).items()
+                    if k in (f"redis:{node}", f"sentinel:{node}")]
+            orchnodes.stop(self.plan, node, spec.get("pid"), keep=keep)
+            self.write_state(state)
+
+    def orchestrator_pid(self, node: str, child: str | None = None) -> int | None:
+        """pid of crctl run on NODE, or of its ``worker``/``beat`` child (None: not running)."""
+        pid = (self.read_state().get("orch_runs", {}).get(node) or {}).get("pid")
+        if not netns.pid_alive(pid):
+            return None
+        return orchnodes.child_pid(pid, child) if child else pid
+
+    def kill_orchestrator_child(self, node: str, child: str) -> int:
+        """SIGKILL the ``worker`` (with its pool) or ``beat`` of crctl run on NODE; returns
+        its pid (crctl run starts it again after its back-off)."""
+        return orchnodes.kill_child(self.orchestrator_pid(node), child)
+
+    def run_in(self, node: str, cmd: str | Sequence[str], *, timeout: float = 30.0,
+               check: bool = False) -> subprocess.CompletedProcess[str]:
+        """Run ``cmd`` in NODE's namespace (orch-a, orch-b, witness, client-b, a host...)."""
+        return self.run_on(node, cmd, timeout=timeout, check=check)
 
     def status(self) -> dict:
 

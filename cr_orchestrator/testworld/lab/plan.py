@@ -13,6 +13,11 @@ Address plan inside the /20 BASE (third-octet offsets): +0 site-a public, +1 sit
 cluster, +2 site-b public, +3 site-b cluster. The root namespace is .1 on each, the router
 .254, the shared IP +0.100, client +0.2, dns +0.53, site-a hosts .11.., site-b host .21,
 "Windows" hosts .31.. (site-a).
+
+With ``orchestrators`` (``crctl lab up --orchestrators``) the plan grows, leaving every
+address above as it is: +4 the witness segment (root .1, router .254, witness .41);
+orchestrator nodes orch-a (+0.41/+1.41) and orch-b (+2.41/+3.41), each running Redis and
+Sentinel like the witness; a second client, client-b, at +2.2.
 """
 
 from __future__ import annotations
@@ -40,6 +45,8 @@ class NodeKind(enum.StrEnum):
     CLIENT = "client"
     DNS = "dns"
     SWITCH = "switch"
+    ORCHESTRATOR = "orchestrator"  # a site's orchestrator node: Redis, Sentinel, crctl run
+    WITNESS = "witness"  # the third Sentinel (and a Redis that is never promoted)
 
 
 class HostPlatform(enum.StrEnum):
@@ -56,7 +63,7 @@ class NetRole(enum.StrEnum):
 class Net:
     """One lab segment: a bridge in the switch namespace, reached by root via ``root_if``."""
 
-    key: str  # apub | acl | bpub | bcl
+    key: str  # apub | acl | bpub | bcl | wit (witness, with orchestrators)
     site: str
     role: NetRole
     network: str  # CIDR, e.g. 198.18.0.0/24
@@ -124,6 +131,30 @@ class LabPlan:
     def hosts(self) -> tuple[Node, ...]:
         return tuple(n for n in self.nodes if n.kind is NodeKind.HOST)
 
+    def quorum_nodes(self) -> tuple[Node, ...]:
+        """The nodes running Redis and Sentinel: orch-a, orch-b, witness (or none)."""
+        return tuple(n for n in self.nodes
+                     if n.kind in (NodeKind.ORCHESTRATOR, NodeKind.WITNESS))
+
+    def orchestrator_nodes(self) -> tuple[Node, ...]:
+        return tuple(n for n in self.nodes if n.kind is NodeKind.ORCHESTRATOR)
+
+    def quorum_node(self, name: str) -> Node:
+        nodes = self.quorum_nodes()
+        found = next((n for n in nodes if n.name == name), None)
+        if found is None:
+            known = ", ".join(n.name for n in nodes) or "none: `crctl lab up --orchestrators`"
+            raise ConfigError(f"lab {self.name} has no orchestrator node {name!r} "
+                              f"(nodes: {known})")
+        return found
+
+    @property
+    def sites(self) -> tuple[str, ...]:
+        return ("site-a", "site-b")
+
+    def site_nets(self, site: str) -> tuple[Net, ...]:
+        return tuple(n for n in self.nets if n.site == site)
+
     def linux_hosts(self) -> tuple[Node, ...]:
         return tuple(n for n in self.hosts() if n.platform is HostPlatform.LINUX)
 
@@ -162,12 +193,14 @@ def validate_base(base: str) -> ipaddress.IPv4Network:
     return net  # type: ignore[return-value]
 
 
-def _nets(name: str, base: ipaddress.IPv4Network) -> tuple[Net, ...]:
+def _nets(name: str, base: ipaddress.IPv4Network, *, witness: bool) -> tuple[Net, ...]:
     nets = []
-    for offset, (key, site, role) in enumerate(
-        (("apub", "site-a", NetRole.PUBLIC), ("acl", "site-a", NetRole.CLUSTER),
-         ("bpub", "site-b", NetRole.PUBLIC), ("bcl", "site-b", NetRole.CLUSTER))
-    ):
+    specs = [("apub", "site-a", NetRole.PUBLIC), ("acl", "site-a", NetRole.CLUSTER),
+             ("bpub", "site-b", NetRole.PUBLIC), ("bcl", "site-b", NetRole.CLUSTER)]
+    if witness:
+        # the witness's only segment counts as its cluster (management) net
+        specs.append(("wit", "witness", NetRole.CLUSTER))
+    for offset, (key, site, role) in enumerate(specs):
         network = ipaddress.ip_network(f"{base.network_address + offset * 256}/24")
         nets.append(Net(key=key, site=site, role=role, network=str(network),
                         root_if=f"{name}-{key}", root_address=str(network[1]),
@@ -193,7 +226,33 @@ def _host(plan_nets: dict[str, Net], *, name: str, ns: str, index: int, site: st
                 routes=routes, platform=platform, role=role)
 
 
-def plan_lab(*, name: str, base: str, secondaries: int = 1, windows: int = 0) -> LabPlan:
+def _quorum_nodes(name: str, by_key: dict[str, Net]) -> list[Node]:
+    """orch-a, orch-b (both nets of their site, like a host) and the witness; client-b."""
+    nodes = []
+    wit = by_key["wit"]
+    for site, node, port in (("site-a", "orch-a", "oa"), ("site-b", "orch-b", "ob")):
+        pub, cl = _site_nets(site)
+        other_pub, other_cl = _site_nets("site-b" if site == "site-a" else "site-a")
+        links = (Link(pub, "eth0", by_key[pub].address(41), f"{port}p"),
+                 Link(cl, "eth1", by_key[cl].address(41), f"{port}c"))
+        routes = ((by_key[other_pub].network, by_key[pub].router_address),
+                  (by_key[other_cl].network, by_key[cl].router_address),
+                  (wit.network, by_key[cl].router_address))
+        nodes.append(Node(name=node, kind=NodeKind.ORCHESTRATOR, namespace=f"{name}-{node}",
+                          site=site, links=links, routes=routes))
+    nodes.append(Node(name="witness", kind=NodeKind.WITNESS, namespace=f"{name}-witness",
+                      site="witness", links=(Link("wit", "eth0", wit.address(41), "wq"),),
+                      routes=tuple((by_key[k].network, wit.router_address)
+                                   for k in ("apub", "acl", "bpub", "bcl"))))
+    bpub = by_key["bpub"]
+    nodes.append(Node(name="client-b", kind=NodeKind.CLIENT, namespace=f"{name}-client-b",
+                      site="site-b", routes=((by_key["apub"].network, bpub.router_address),),
+                      links=(Link("bpub", "eth0", bpub.address(2), "clbp"),)))
+    return nodes
+
+
+def plan_lab(*, name: str, base: str, secondaries: int = 1, windows: int = 0,
+             orchestrators: bool = False) -> LabPlan:
     """The full plan of lab ``name`` at ``base`` (pure: same input, same plan)."""
     validate_name(name)
     net = validate_base(base)
@@ -201,7 +260,7 @@ def plan_lab(*, name: str, base: str, secondaries: int = 1, windows: int = 0) ->
         raise ConfigError(f"--secondaries {secondaries}: the lab supports 0 to 8 site-a secondaries")
     if not 0 <= windows <= 8:
         raise ConfigError(f"--windows {windows}: the lab supports 0 to 8 Windows hosts")
-    nets = _nets(name, net)
+    nets = _nets(name, net, witness=orchestrators)
     by_key = {n.key: n for n in nets}
     nodes: list[Node] = []
     host_specs = [("mail-a", "site-a", 11, "primary", HostPlatform.LINUX)]
@@ -220,10 +279,13 @@ def plan_lab(*, name: str, base: str, secondaries: int = 1, windows: int = 0) ->
                       links=(Link("apub", "eth0", apub.address(2), "clp"),)))
     nodes.append(Node(name="dns", kind=NodeKind.DNS, namespace=f"{name}-dns", site="site-a",
                       routes=to_b, links=(Link("apub", "eth0", apub.address(53), "dnsp"),)))
+    if orchestrators:
+        nodes += _quorum_nodes(name, by_key)
     router_links = tuple(Link(n.key, f"eth{i}", n.router_address, f"r{n.key}")
                          for i, n in enumerate(nets))
     nodes.append(Node(name="router", kind=NodeKind.ROUTER, namespace=f"{name}-router",
                       site=None, links=router_links))
     return LabPlan(name=name, base=str(net), nets=nets, nodes=tuple(nodes),
                    shared_ip=apub.address(100),
-                   extra={"secondaries": secondaries, "windows": windows})
+                   extra={"secondaries": secondaries, "windows": windows,
+                          "orchestrators": orchestrators})
