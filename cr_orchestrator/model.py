@@ -199,6 +199,10 @@ class ReplicaSet:
     # what to do with what a returning old primary changed alone (RECONCILE_POLICIES):
     # "quarantine" keeps it aside; "maildir" also merges its unique messages back
     reconcile: str = "quarantine"
+    # continuous: a watcher on the primary sends what changed within ``batch_s``; the
+    # periodic pass at ``every_s`` still runs and reports what events missed
+    continuous: bool = False
+    batch_s: float = 0.5
 
     def path_on(self, host: str) -> str:
         """Where this set's data lives on ``host`` (its target path, or the set's path)."""
@@ -231,9 +235,11 @@ class Policy:
     failback_min_healthy_s: float = 60.0
     max_replica_lag_s: float = 300.0
     dr: DrMode = DrMode.MANUAL
-    # The serving host's lease (roles/cr_lease_agent): None derives it from the probe
-    # interval (renew each round; ttl 3.25 renewals; margin half a renewal), so a host
-    # confirmed down is promoted away from about when detection ends, as before leases.
+    # The serving host's lease (roles/cr_lease_agent). None derives it from detection:
+    # renew each round; ttl + margin (the promotion wait) as long as detection takes
+    # (failures_before_down rounds and the last one's timeout), at least 3.25 renewals;
+    # margin half a renewal. So a host confirmed down is promoted away from about when
+    # detection ends, as before leases, and a blip detection forgives rarely fences.
     lease_renew_s: float | None = None
     lease_ttl_s: float | None = None
     lease_margin_s: float | None = None
@@ -244,7 +250,11 @@ class Policy:
 
     @property
     def lease_ttl(self) -> float:
-        return self.lease_ttl_s if self.lease_ttl_s is not None else 3.25 * self.lease_renew
+        if self.lease_ttl_s is not None:
+            return self.lease_ttl_s
+        detection = self.failures_before_down * self.probe_interval_s + self.probe_timeout_s
+        renew = max(self.lease_renew, self.probe_interval_s)
+        return round(max(3.25 * renew, detection - self.lease_margin), 3)
 
     @property
     def lease_margin(self) -> float:

@@ -13,7 +13,7 @@ from cr_orchestrator.model import Policy
 from test_decide import NOW, POLICY, primary_down, service_down
 from test_inventory_build import errors_of, linux, web
 
-WAIT = POLICY.promotion_wait  # defaults: 1 s renewals, ttl 3.25 s, margin 0.5 s
+WAIT = POLICY.promotion_wait  # defaults: 1 s renewals, ttl 3.3 s, margin 0.5 s
 
 
 def granted(ago: float, host: str = "mail-a") -> LeaseGrant:
@@ -22,21 +22,24 @@ def granted(ago: float, host: str = "mail-a") -> LeaseGrant:
 
 def test_defaults_keep_the_wait_within_detection():
     # three failed rounds (plus the third's timeout) call a host down about 3.8 s after
-    # its last good round: the default wait from that round's renewal ends about then
+    # its last good round: the default wait from that round's renewal ends then
     assert POLICY.lease_ttl > 3 * POLICY.lease_renew
-    assert POLICY.lease_ttl < WAIT <= POLICY.failures_before_down * POLICY.probe_interval_s \
+    assert POLICY.lease_ttl < WAIT == POLICY.failures_before_down * POLICY.probe_interval_s \
         + POLICY.probe_timeout_s
-    assert (WAIT, Policy(probe_interval_s=2.0).promotion_wait) == (3.75, 7.5)
+    assert (WAIT, Policy(probe_interval_s=2.0).promotion_wait) == (3.8, 7.5)
+    # one failure calls it down: the ttl still spans more than 3 renewals
+    quick = Policy(failures_before_down=1)
+    assert (quick.lease_ttl, quick.promotion_wait) == (3.25, 3.75)
 
 
 @pytest.mark.parametrize("snapshot,action,situation,fragments", [
     (primary_down(lease=granted(1.5)), Action.HOLD, Situation.LEASE_WAIT,
      ["not failing over yet: mail-a down for 3 probes from 2 vantages",
-      "mail-a's lease may still hold: last renewal granted 1.5 s ago, lease_ttl 3.25 s + "
-      "margin 0.5 s = 3.75 s: waiting 2.2 s more"]),
+      "mail-a's lease may still hold: last renewal granted 1.5 s ago, lease_ttl 3.3 s + "
+      "margin 0.5 s = 3.8 s: waiting 2.3 s more"]),
     (primary_down(lease=granted(WAIT + 0.2)), Action.FAILOVER, Situation.PRIMARY_DOWN,
      ["failing over from mail-a to mail-b", "mail-a's lease has run out: last renewal "
-      "granted 3.9 s ago"]),
+      "granted 4.0 s ago"]),
     # no renewal known (never granted, or a cluster without agents yet): no wait
     (primary_down(), Action.FAILOVER, Situation.PRIMARY_DOWN, ["failing over"]),
     # a renewal to another host (the previous primary) says nothing about mail-a
