@@ -18,7 +18,7 @@ import uvicorn
 
 from cr_orchestrator.console.app import ConsoleConfig, make_app
 from cr_orchestrator.metrics import record_round
-from cr_orchestrator.state.cluster import ClusterState
+from cr_orchestrator.state.cluster import ClusterState, EventKind
 
 from .conftest import make_topology
 
@@ -118,6 +118,14 @@ def test_an_action_needs_the_page_token_and_the_console_token(console, redis_cli
     assert asked[0].data["reason"].startswith("console: pause of mail asked by alice via console")
     _, _, clusters = server.get("/api/clusters")
     assert json.loads(clusters)["clusters"][0]["paused"] is True
+    state.append_event(cluster="mail", kind=EventKind.DECISION, data={
+        "action": "hold", "target": None, "reason": "paused: not acting", "situation": "primary_up"})
+    _, _, timeline = server.get("/api/cluster/mail/events?kind=operator")
+    events = json.loads(timeline)["events"]
+    assert [e["kind"] for e in events] == ["operator", "operator"]  # the console's, then pause's
+    assert events[0]["text"] == "operator: mail paused: no automatic action until resumed"
+    _, _, timeline = server.get("/api/cluster/mail/events")
+    assert [e["kind"] for e in json.loads(timeline)["events"]] == ["decision", "operator", "operator"]
     # the token is nowhere in Redis
     for key in redis_client.scan_iter(match=f"{prefix}*"):
         kind = redis_client.type(key)
