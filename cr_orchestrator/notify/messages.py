@@ -12,10 +12,10 @@ from dataclasses import dataclass
 
 from cr_orchestrator.notify.targets import NotifyKind
 
-# Holds that wait for a person (the sentence of each also says "an operator must ...").
+# Holds that wait for a person: nothing will change until an operator acts.
 ACTION_NEEDED_SITUATIONS = frozenset({
     "no_primary", "bad_host_record", "hosts_ahead_unclear", "seeded_other_serves",
-    "failover_budget_spent", "no_eligible_target", "clients_cannot_reach_primary",
+    "failover_budget_spent", "no_eligible_target", "dr_needs_operator",
 })
 PLANNED_KINDS = ("switchover", "failback")
 
