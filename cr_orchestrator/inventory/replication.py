@@ -22,9 +22,11 @@ from cr_orchestrator.inventory.values import (
 from cr_orchestrator.model import RECONCILE_POLICIES, Member, Platform, ReplicaSet, ReplicaTarget, Role
 
 REPLICA_SET_KEYS = ("name", "path", "targets", "every", "vss", "excludes",
-                    "bandwidth_limit_kbps", "checksum", "reconcile")
+                    "bandwidth_limit_kbps", "checksum", "reconcile", "continuous", "batch")
 TARGET_KEYS = ("host", "path")
 DEFAULT_EVERY = "60s"
+DEFAULT_BATCH = "500ms"
+MAX_BATCH_S = 10.0  # longer than this is the periodic mode with extra steps
 _WINDOWS_ABSOLUTE = re.compile(r"^([A-Za-z]:[\\/]|\\\\[^\\/]+[\\/][^\\/]+)")
 
 
@@ -123,16 +125,40 @@ def _replica_set(p: Problems, w: Where, var: str, entry: object, *, cluster: str
         p.error(w, f"{var}.reconcile", f"'maildir' merges on Linux only (the robocopy path has "
                 f"no fenced receiving side yet), but {', '.join(windows_members)} is windows: "
                 "use 'quarantine'")
+    continuous = as_bool(p, w, f"{var}.continuous", entry.get("continuous", False))
+    batch = _batch(p, w, f"{var}.batch", entry, every=every, continuous=continuous)
     targets = _targets(p, w, var, entry, default_path=path, members=members, platforms=platforms,
                        inventory_hosts=inventory_hosts)
     if len(p.errors) > before or targets is None:
         return None
     rset = ReplicaSet(name=name, path=path, targets=tuple(t for t, _ in targets), every_s=every,
                       vss=vss, excludes=excludes, bandwidth_limit_kbps=limit, checksum=checksum,
-                      reconcile=reconcile or "quarantine")
+                      reconcile=reconcile or "quarantine", continuous=bool(continuous),
+                      batch_s=batch if batch is not None else 0.5)
     locations = [Location(primary, path, cluster, name, w, f"{var}.path")]
     locations += [Location(t.host, t.path, cluster, name, w, tvar) for t, tvar in targets]
     return rset, locations
+
+
+def _batch(p: Problems, w: Where, var: str, entry: dict, *, every: float | None,
+           continuous: bool | None) -> float | None:
+    """How long the watcher gathers changes before sending them: more than 0, at most
+    :data:`MAX_BATCH_S` and shorter than ``every``; meaningless without ``continuous``."""
+    if "batch" in entry and not continuous:
+        p.error(w, var, "only applies with continuous: true (the periodic mode copies "
+                "everything at every)")
+        return None
+    batch = as_duration(p, w, var, entry.get("batch", DEFAULT_BATCH))
+    if batch is None:
+        return None
+    if batch <= 0 or batch > MAX_BATCH_S:
+        p.error(w, var, f"must be more than 0 and at most {MAX_BATCH_S:.0f}s, got {batch:g}s")
+        return None
+    if every is not None and batch >= every:
+        p.error(w, var, f"{batch:g}s is not shorter than every ({every:g}s): the periodic "
+                "full pass would send the changes first")
+        return None
+    return batch
 
 
 def _reconcile(p: Problems, w: Where, var: str, value: object) -> str | None:

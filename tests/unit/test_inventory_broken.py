@@ -53,6 +53,8 @@ CASES = {
                                                              "is the same as"]),
     "unknown_reconcile": (GV_WEB, ["cr_replica_sets[0].reconcile", "'mbox' is not a reconcile policy",
                                    "quarantine, maildir"]),
+    "batch_not_shorter_than_every": (GV_WEB, ["cr_replica_sets[0].batch", "5s is not shorter than every (5s)"]),
+    "batch_without_continuous": (GV_WEB, ["cr_replica_sets[0].batch", "only applies with continuous: true"]),
     "bad_duration": (GV_WEB, ["cr_replica_sets[0].every", "'30x' is not a duration"]),
     "zero_interval": (GV_WEB, ["cr_policy.probe_interval", "must be positive"]),
     "missing_site": ("hosts.yml", ["host 'b'", "cr_site", "missing"]),
