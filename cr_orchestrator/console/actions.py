@@ -39,9 +39,13 @@ def preview(env: Env, cluster_name: str, command: str, to: str | None) -> dict:
         target = cluster.configured_primary if command == "failback" else \
             to or (eligible[0].host if eligible else None)
         out["target"], out["refused"] = target, refused
-        out["effect"] = (f"{command}: demote {snapshot.primary}, final sync, promote {target} at "
-                         f"epoch {snapshot.epoch + 1}" if target else
-                         f"{command}: no eligible target")
+        if target is None:
+            out["effect"] = f"{command}: no eligible target"
+        elif target == snapshot.primary:
+            out["effect"] = f"{command}: nothing to do, {target} is already the primary"
+        else:
+            out["effect"] = (f"{command}: demote {snapshot.primary}, final sync from it, promote "
+                             f"{target} at epoch {snapshot.epoch + 1}")
     else:
         out["effect"] = ("pause: no automatic action until resumed (probes and history go on)"
                          if command == "pause" else "resume: automatic actions allowed again")
