@@ -21,7 +21,7 @@ import yaml
 
 from cr_orchestrator.testworld.clientwatch import read_samples, summarise
 from cr_orchestrator.testworld.lab.mailload import read_attempts
-from cr_orchestrator.state.cluster import ClusterState
+from cr_orchestrator.state.cluster import ClusterState, connect
 from cr_orchestrator.testworld.clientwatch import wait_until
 from redis_dump import redis_text  # noqa: F401 - re-exported for the stories
 from cr_orchestrator.state.freshness import FreshnessStore
@@ -364,7 +364,7 @@ def running_orchestrator(lab, inventory: str, *,
     """`crctl run` for ``inventory`` under a prefix of its own, in a lab reset to as-built."""
     reset_world(lab)
     prefix = f"crscn-{uuid.uuid4().hex[:8]}"
-    client = redis.Redis.from_url(redis_url)
+    client = connect(redis_url)  # a plain URL, or a Sentinel-named master
     handle = Orchestrator(client=client, prefix=prefix, inventory=inventory,
                           redis_url=redis_url,
                           log=Path(lab.state_dir) / f"crctl-run-{prefix}.log")
