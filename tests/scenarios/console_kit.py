@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import shutil
 import socket
 import subprocess
@@ -57,8 +58,9 @@ class WebhookReceiver:
 
 
 class HangingReceiver:
-    """A receiver that is "down" the worst way: it accepts connections and never answers
-    (each try costs the sender its whole timeout). Keeps the time of every connection."""
+    """A receiver that is "down" the worst way: it accepts connections, reads the request
+    and never answers (each try costs the sender its whole timeout). Keeps the time and
+    the notification's kind of every try."""
 
     def __init__(self) -> None:
         self.sock = socket.socket()
@@ -66,6 +68,7 @@ class HangingReceiver:
         self.sock.listen(64)
         self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/hook"
         self.accepted: list[float] = []
+        self.kinds: list[str] = []  # of each try, in order
         self.held: list[socket.socket] = []
         self.closed = False
         threading.Thread(target=self._accept, daemon=True).start()
@@ -78,6 +81,26 @@ class HangingReceiver:
                 return
             self.accepted.append(time.time())
             self.held.append(conn)
+            threading.Thread(target=self._read, args=(conn, len(self.accepted) - 1),
+                             daemon=True).start()
+
+    def _read(self, conn: socket.socket, index: int) -> None:
+        data = b""
+        try:
+            while b"\r\n\r\n" not in data:
+                data += conn.recv(65536) or b"!"
+            head, _, body = data.partition(b"\r\n\r\n")
+            length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))
+            while len(body) < length:
+                body += conn.recv(65536)
+            self.kinds.append(f"{index}:{json.loads(body)['kind']}")
+        except (OSError, ValueError, AttributeError):
+            self.kinds.append(f"{index}:?")
+
+    def tries(self, kind: str) -> list[float]:
+        """Times of the tries that carried a ``kind`` notification."""
+        indexes = {int(k.split(":")[0]) for k in list(self.kinds) if k.endswith(f":{kind}")}
+        return [t for i, t in enumerate(self.accepted) if i in indexes]
 
     def close(self) -> None:
         self.closed = True
