@@ -26,7 +26,7 @@ from typing import Any
 
 from cr_orchestrator.observe.health import ORCHESTRATOR, Health, Observation
 from cr_orchestrator.model import Host, Service
-from cr_orchestrator.remote import ssh
+from cr_orchestrator.remote import ssh, ssh_pool
 from cr_orchestrator.remote.ssh import SshRun
 
 log = logging.getLogger(__name__)
@@ -99,6 +99,9 @@ def session_deadline(*, host: Host, control_dir: Path, timeout_s: float) -> floa
         return timeout_s
     argv = build_ssh_command(host=host, control_dir=control_dir, connect_timeout_s=timeout_s,
                              remote_command="true")
+    pooled = ssh_pool.warm(argv) if _pooled() else None
+    if pooled is not None:
+        return timeout_s if pooled else timeout_s + COLD_ALLOWANCE_S
     socket_path = _control_socket(tuple(argv))
     warm = socket_path is not None and os.path.exists(socket_path)
     return timeout_s if warm else timeout_s + COLD_ALLOWANCE_S
@@ -157,8 +160,18 @@ def build_host_script(*, services: list[Service], data_paths: list[str],
     return "\n".join(lines) + "\n"
 
 
+def _pooled() -> bool:
+    from cr_orchestrator.runtime.config import runtime
+
+    return runtime().ssh_transport == "asyncssh"
+
+
 def run_ssh(*, argv: list[str], deadline_s: float, stdin: str = "") -> SshRun:
-    """Run ssh with a hard deadline (the one transport: :func:`remote.ssh.run`)."""
+    """Run ``argv``'s remote command with a hard deadline: over the process's kept
+    connection to the host (:mod:`cr_orchestrator.remote.ssh_pool`, the default), or
+    with one OpenSSH client process (:func:`remote.ssh.run`, ``CR_SSH_TRANSPORT=openssh``)."""
+    if _pooled():
+        return ssh_pool.run(argv, deadline_s=deadline_s, stdin=stdin)
     return ssh.run(argv, deadline_s=deadline_s, stdin=stdin)
 
 

@@ -20,6 +20,8 @@ CR_ARTIFACTS              where playbook run records go               /var/lib/c
 CR_SSH_CONTROL_DIR        ssh ControlMaster sockets                   $TMPDIR/cr-ssh-UID/SCOPE
 CR_LAB_NAME               lab scope of those sockets (lab runs only)  default
 CR_CONSOLE_TOKEN_FILE     file holding the console's action token     (none: read-only)
+CR_SSH_TRANSPORT          probes' ssh: asyncssh (kept connections)    asyncssh
+                          or openssh (one ssh process per probe)
 ANSIBLE_HOST_KEY_CHECKING passed on to ansible-playbook               False
 ========================  ==========================================  =====================
 """
@@ -48,6 +50,7 @@ class RuntimeConfig:
     lab_name: str | None = None
     ansible_host_key_checking: str = "False"
     console_token_file: Path | None = None  # crctl serve: actions need the token it holds
+    ssh_transport: str = "asyncssh"  # probes and peer checks: remote/ssh_pool.py or ssh.py
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str]) -> RuntimeConfig:
@@ -65,6 +68,7 @@ class RuntimeConfig:
             lab_name=get("CR_LAB_NAME"),
             ansible_host_key_checking=environ.get("ANSIBLE_HOST_KEY_CHECKING", "False"),
             console_token_file=Path(t) if (t := get("CR_CONSOLE_TOKEN_FILE")) else None,
+            ssh_transport=_ssh_transport(get("CR_SSH_TRANSPORT")),
         )
 
     def control_dir(self) -> Path:
@@ -73,6 +77,19 @@ class RuntimeConfig:
         if self.ssh_control_dir is not None:
             return self.ssh_control_dir
         return Path(tempfile.gettempdir()) / f"cr-ssh-{os.getuid()}" / (self.lab_name or "default")
+
+
+SSH_TRANSPORTS = ("asyncssh", "openssh")
+
+
+def _ssh_transport(value: str | None) -> str:
+    if value is None:
+        return "asyncssh"
+    if value not in SSH_TRANSPORTS:
+        from cr_orchestrator.errors import ConfigError
+
+        raise ConfigError(f"CR_SSH_TRANSPORT={value!r}: expected one of {', '.join(SSH_TRANSPORTS)}")
+    return value
 
 
 def _redis_url(url: str | None, sentinels: str | None, master: str | None) -> str:
