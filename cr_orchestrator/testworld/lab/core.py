@@ -317,7 +317,7 @@ class Lab:
         if sitefaults.is_site(self, host):
             if for_s is not None:
                 raise LabError("--for: a site fault lasts until `crctl lab heal SITE`")
-            return sitefaults.fail(self, site=host, mode=mode)
+            return sitefaults.fail(self._as_now(), site=host, mode=mode)
         if host in sitefaults.crashed_nodes(self.read_state()):
             raise LabError(f"{host} is down with its site; `crctl lab heal` the site first")
         return faults.fail(self, host=host, mode=faults.FaultMode(mode), for_s=for_s,
@@ -326,10 +326,17 @@ class Lab:
     def heal(self, host: str | None = None, *, modes: Sequence[str] | None = None) -> list[str]:
         """Undo the faults of HOST or SITE (or of everything: sites first)."""
         if sitefaults.is_site(self, host):
-            return sitefaults.heal(self, site=host)
-        done = sitefaults.heal(self) if host is None else []
+            return sitefaults.heal(self._as_now(), site=host)
+        done = sitefaults.heal(self._as_now()) if host is None else []
         return done + faults.heal(self, host=host,
                                   modes=[faults.FaultMode(m) for m in modes] if modes else None)
+
+    def _as_now(self) -> Lab:
+        """This lab as lab.json says it is now: a handle made before ``up --orchestrators``
+        grew the lab must still crash and heal the orchestrator nodes with their site."""
+        if bool(self.read_state().get("orchestrators")) != bool(self.plan.quorum_nodes()):
+            return Lab.load(name=self.name)
+        return self
 
     def faults(self) -> dict[str, dict]:
         """Active faults: host (or site) -> {mode: record}."""
@@ -389,6 +396,11 @@ class Lab:
             state.setdefault("pids", {})[f"redis:{node}"] = pid
             self.write_state(state)
         return pid
+
+    def move_redis_master(self, node: str, *, timeout: float = 30.0) -> None:
+        """Make NODE (orch-a or orch-b) the Redis master by a graceful Sentinel failover
+        (a scenario's "as built"); returns once every other Redis replicates it."""
+        quorum.move_master(self.plan, node, timeout=timeout)
 
     def start_orchestrator(self, node: str, *, inventory: str | None = None,
                            env: dict[str, str] | None = None,

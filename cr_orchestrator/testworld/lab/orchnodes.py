@@ -108,4 +108,5 @@ def kill_child(parent: int | None, which: str) -> int:
         os.killpg(pid, signal.SIGKILL)  # each child leads its own session and group
     except ProcessLookupError:
         pass
+    netns.wait_until(lambda: not netns.pid_alive(pid), timeout=5, what=f"the killed {which}")
     return pid

@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import time
 from collections import Counter
 
 import redis
@@ -163,6 +164,8 @@ def write_refusal(host: str) -> str | None:
     READONLY ..., or the connection error): a probe, never raises."""
     try:
         _client(host, REDIS_PORT).set("cr-lab:probe", "1")
+    except redis.exceptions.ReadOnlyError as exc:  # redis-py strips the server's code
+        return f"READONLY {exc}"
     except redis.RedisError as exc:
         return f"{exc.__class__.__name__}: {exc}"
     return None
@@ -198,6 +201,58 @@ def master(plan: LabPlan) -> str | None:
     counts = Counter(v for v in views(plan).values() if v)
     best = counts.most_common(1)
     return best[0][0] if best and best[0][1] * 2 > len(plan.quorum_nodes()) else None
+
+
+def move_master(plan: LabPlan, node: str, *, timeout: float = 60.0) -> None:
+    """A graceful Sentinel failover (``SENTINEL FAILOVER``) until NODE is the master that
+    takes writes and every other Redis is its replica. With the witness never promoted
+    there is one candidate: the other site's node.
+
+    A replica Sentinel has only just turned from an old master may not be promoted in
+    time (``-failover-abort-slave-timeout``): wait until its link is up, and ask again
+    after an abort."""
+    target = plan.quorum_node(node)
+    if target.kind is NodeKind.WITNESS:
+        raise LabError("the witness's Redis is never promoted (replica-priority 0)")
+    own = address(plan, node)
+
+    def settled() -> bool:
+        return (master(plan) == node and write_refusal(own) is None
+                and all(role(address(plan, n.name)) == "slave"
+                        for n in plan.quorum_nodes() if n.name != node))
+
+    deadline = time.monotonic() + timeout
+    while not settled():
+        if master(plan) != node:
+            netns.wait_until(lambda: _link_up(own), timeout=max(0.1, deadline - time.monotonic()),
+                             what=f"the Redis of {node} to be an in-sync replica", interval=0.1)
+            _ask_failover(plan)
+        attempt_ends = min(deadline, time.monotonic() + FAILOVER_TIMEOUT_MS / 1000 + 2)
+        while not settled() and time.monotonic() < attempt_ends:
+            time.sleep(0.1)
+        if time.monotonic() >= deadline and not settled():
+            raise LabError(f"timed out after {timeout:g} s waiting for the Redis of {node} "
+                           "to be master with every other as its replica (see "
+                           f"{plan.state_dir}/nodes/*/log/sentinel.log)")
+
+
+def _link_up(host: str) -> bool:
+    try:
+        info = _client(host, REDIS_PORT).info("replication")
+    except redis.RedisError:
+        return False
+    return (info.get("role") == "slave" and info.get("master_link_status") == "up"
+            and not info.get("master_sync_in_progress"))
+
+
+def _ask_failover(plan: LabPlan) -> None:
+    for n in plan.quorum_nodes():
+        try:
+            _client(address(plan, n.name), SENTINEL_PORT).execute_command(
+                "SENTINEL", "FAILOVER", MASTER_NAME)
+            return
+        except redis.RedisError:  # INPROG, or no answer: the next sentinel
+            continue
 
 
 def run_cli(plan: LabPlan, node: str, *args: str, timeout: float = 5.0
