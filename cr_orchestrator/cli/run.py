@@ -240,8 +240,40 @@ def run(args: argparse.Namespace) -> int:
 
     Notifier(client=client, prefix=app.conf.cr_prefix,
              topology_of=lambda: current["topology"]).start()
-    return _supervise(supervisor, inventory, args, resync_schedule, load_topology,
-                      inventory_signature, keep_up)
+    # continuous replica sets: their watchers are threads of this process (act/sync/watcher)
+    watchers = _watchers(client, app.conf.cr_prefix, node, lambda: current["topology"],
+                         args.vault_password_file)
+
+    def keep_up_and_watch() -> None:
+        keep_up()
+        try:
+            watchers.tick()
+        except RedisError as exc:
+            log.warning("could not check the continuous replication watchers: %s", exc)
+
+    try:
+        return _supervise(supervisor, inventory, args, resync_schedule, load_topology,
+                          inventory_signature, keep_up_and_watch)
+    finally:
+        watchers.stop()
+
+
+def _watchers(client, prefix: str, node: str, topology_of, vault_password_file):
+    from cr_orchestrator.act.changes import Env, sync_sets
+    from cr_orchestrator.act.sync.watcher import SetWatcher, WatcherSupervisor
+    from cr_orchestrator.state.cluster import ClusterState
+    from cr_orchestrator.state.freshness import FreshnessStore
+
+    def make(topology, cluster, rs) -> SetWatcher:
+        env = Env(topology=topology, redis=client, prefix=prefix,
+                  vault_password_file=vault_password_file)
+        return SetWatcher(topology=topology, cluster=cluster, replica_set=rs,
+                          state=ClusterState(client, prefix),
+                          store=FreshnessStore(client, prefix),
+                          full_pass=lambda: sync_sets(env, cluster, sets=[rs.name]))
+
+    return WatcherSupervisor(topology_of=topology_of, make_watcher=make, redis_client=client,
+                             prefix=prefix, node=node)
 
 
 def _supervise(supervisor: Supervisor, inventory: str, args, resync_schedule, load_topology,

@@ -74,7 +74,7 @@ def sync_replica_set(*, topology: Topology, cluster: str, replica_set: str, sour
         problems += _cleanup(backend, source=source)
     report = SyncReport(cluster=cluster, replica_set=replica_set, source=source, epoch=epoch,
                         started_at=started, ended_at=now(), targets=tuple(results),
-                        problems=tuple(problems))
+                        problems=tuple(problems), continuous=plan.replica_set.continuous)
     return report
 
 

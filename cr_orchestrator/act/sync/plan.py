@@ -71,6 +71,9 @@ class SyncReport:
     ended_at: float
     targets: tuple[TargetResult, ...]
     problems: tuple[str, ...] = field(default=())  # e.g. a shadow that could not be deleted
+    # a full pass of a continuous set: what it copied is what the watcher's events missed
+    # (an overflowed queue, a restart) or had not sent yet (a batch still gathering)
+    continuous: bool = False
 
     @property
     def ok(self) -> bool:
@@ -87,6 +90,10 @@ class SyncReport:
                 "deleted": t.deleted, "quarantined": len(t.quarantined) + t.kept,
                 "reason": t.error or t.detail or "synced",
             })
+            if self.continuous and t.ok:
+                events[-1]["missed_by_events"] = t.files
+                events[-1]["reason"] = (f"full pass behind the watcher: {t.files or 0} file(s) "
+                                        f"changed that the batches had not sent; {events[-1]['reason']}")
             if t.kept:
                 events.append({
                     "kind": "sync.quarantine", "cluster": self.cluster,

@@ -22,8 +22,10 @@ Nothing here decides a topology change; it copies, and says what it copied.
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -45,6 +47,10 @@ READY_TIMEOUT_S = 60.0  # a huge tree takes a while to watch; past this, start a
 IDLE_RECORD_S = 1.0  # how often a quiet watch says "nothing changed" to the freshness
 BATCH_DEADLINE_S = 60.0
 LOCK_TTL_S = 30.0
+# A batch every half second cannot pay two ssh handshakes (~0.3 s each, NOTES.md): the
+# orchestrator's ssh to the primary and the primary's to each target stay open.
+INNER_MUX = ("-o", "ControlMaster=auto", "-o", "ControlPath=/tmp/cr-batch-%C",
+             "-o", "ControlPersist=60")
 PRIMARY_CHECK_S = 0.5  # how often a quiet watch asks Redis whether the primary moved
 
 
@@ -70,7 +76,8 @@ class SetWatcher:
                  clock: Callable[[], float] = time.time) -> None:
         self.topology, self.cluster, self.rs = topology, cluster, replica_set
         self.state, self.store, self.full_pass = state, store, full_pass
-        self.inner_key_file, self.control_dir = inner_key_file, ssh_control_dir
+        self.inner_key_file = inner_key_file
+        self.control_dir = ssh_control_dir or default_control_dir()
         self.on_batch = on_batch or (lambda results: None)
         self.clock = clock
         self.locks = TargetPathLock(store.redis, store.prefix)
@@ -130,6 +137,7 @@ class SetWatcher:
         self.plan = plan_sync(topology=self.topology, cluster=self.cluster.name,
                               replica_set=self.rs.name, source=source)
         root = self.plan.source_path
+        os.makedirs(self.control_dir, mode=0o700, exist_ok=True)
         argv = rsync.outer_ssh_argv(ssh=host.ssh, address=host.management_address,
                                     command=continuous.watch_command(root),
                                     control_dir=self.control_dir)
@@ -231,7 +239,8 @@ class SetWatcher:
                 source_path=self._plan().source_path, target_user=host.ssh.user,
                 target_address=target.address, target_path=target.path,
                 cluster=self.cluster.name, epoch=epoch,
-                inner_ssh=rsync.ssh_options(host.ssh, key_file=self.inner_key_file),
+                inner_ssh=[*rsync.ssh_options(host.ssh, key_file=self.inner_key_file),
+                           *INNER_MUX],
                 excludes=self.rs.excludes, checksum=self.rs.checksum,
                 bandwidth_limit_kbps=self.rs.bandwidth_limit_kbps)
             done = run_ssh(src, rsync.remote_command(argv, deadline_s=BATCH_DEADLINE_S),
@@ -275,6 +284,11 @@ class SetWatcher:
             if record.last_error is None:  # a failed target waits for its next good batch
                 self._advance(source, epoch, target.host, fresh_from=fresh_from,
                               files=0, bytes_sent=0)
+
+
+def default_control_dir() -> str:
+    """Where the orchestrator keeps its shared ssh connections to the primaries."""
+    return os.path.join(tempfile.gettempdir(), f"cr-watch-ssh-{os.getuid()}")
 
 
 def _drain(lines: queue.Queue[tuple[float, str | None]], *,

@@ -152,12 +152,14 @@ def test_2_after_a_promotion_the_watch_turns_round_and_a_stale_batch_is_refused(
     # the old watch ends, one on mail-b starts (with its catch-up pass to mail-a)
     wait_for(lambda: watcher.plan and watcher.plan.source == "mail-b"
              and watcher.watching_since, 60, "the watch on mail-b")
-    taken = Path(lab.data_dir("mail-b")) / "mail/Maildir/new/taken-on-mail-b"
+    name = f"taken-on-mail-b-{uuid.uuid4().hex[:8]}"
+    taken = Path(lab.data_dir("mail-b")) / f"mail/Maildir/new/{name}"
     taken.write_bytes(b"Subject: taken on the new primary\r\n\r\nhello\r\n")
-    on_a = Path(lab.data_dir("mail-a")) / "mail/Maildir/new/taken-on-mail-b"
+    on_a = Path(lab.data_dir("mail-a")) / f"mail/Maildir/new/{name}"
     wait_for(on_a.exists, 30, "mail-b's new message on mail-a")
     # a batch cut on mail-a before the failover, sent now: the new primary refuses it
-    old = lab.data_dir("mail-a") + "/mail/Maildir/new/late-on-mail-a"
+    late = f"late-on-mail-a-{uuid.uuid4().hex[:8]}"
+    old = lab.data_dir("mail-a") + f"/mail/Maildir/new/{late}"
     Path(old).write_bytes(b"Subject: late\r\n\r\nlate\r\n")
     b = topo.hosts["mail-b"]
     assert b.ssh is not None
@@ -165,10 +167,25 @@ def test_2_after_a_promotion_the_watch_turns_round_and_a_stale_batch_is_refused(
         source_path=PATH, target_user=b.ssh.user, target_address=b.cluster_address,
         target_path=PATH, cluster="mail", epoch=epoch, inner_ssh=rsync.ssh_options(b.ssh))
     done = run_ssh(topo.hosts["mail-a"], rsync.remote_command(argv, deadline_s=60),
-                   deadline_s=60, stdin=continuous.stdin_of(["new/late-on-mail-a"]))
+                   deadline_s=60, stdin=continuous.stdin_of([f"new/{late}"]))
     assert done.rc != 0
     assert (f"cr-orchestrator: refused: this sync carries epoch {epoch} but mail-b was "
             f"promoted at epoch {new_epoch}") in done.stderr
-    assert not (Path(lab.data_dir("mail-b")) / "mail/Maildir/new/late-on-mail-a").exists()
+    assert not (Path(lab.data_dir("mail-b")) / f"mail/Maildir/new/{late}").exists()
     record = store.get(cluster="mail", set_name="maildir", host="mail-a")
     assert record.last_success_source == "mail-b" and record.last_success_epoch == new_epoch
+
+
+def test_3_the_full_pass_reports_what_the_events_missed(world):
+    lab, topo, state, _store, watcher, _batches = world
+    env = Env(topology=topo, redis=state.redis, prefix=state.prefix)
+    cluster = topo.cluster("mail")
+    quiet = sync_sets(env, cluster, sets=["maildir"])[0]
+    assert quiet.events()[0]["missed_by_events"] == 0, quiet.events()[0]
+    watcher.stop()  # as if the watcher were down: its events are lost
+    primary = Path(lab.data_dir(state.primary("mail") or "mail-a")) / "mail/Maildir/new"
+    for i in range(3):
+        (primary / f"missed-{i}-{uuid.uuid4().hex[:8]}").write_bytes(b"Subject: missed\r\n\r\nmissed\r\n")
+    event = sync_sets(env, cluster, sets=["maildir"])[0].events()[0]
+    assert event["missed_by_events"] == 3
+    assert event["reason"].startswith("full pass behind the watcher: 3 file(s) changed")
