@@ -413,12 +413,12 @@ class Lab:
             runs = state.setdefault("orch_runs", {})
             if netns.pid_alive((runs.get(node) or {}).get("pid")):
                 raise LabError(f"crctl run already runs on {node}; stop it first")
-            spec = {"inventory": inventory or self.inventory_path, "env": dict(env or {}),
-                    "args": list(args)}
-            spec["pid"] = orchnodes.start(self.plan, node, spec)
-            runs[node] = spec
+            spec: dict[str, object] = {"inventory": inventory or self.inventory_path,
+                                       "env": dict(env or {}), "args": list(args)}
+            pid = orchnodes.start(self.plan, node, spec)
+            runs[node] = {**spec, "pid": pid}
             self.write_state(state)
-        return spec["pid"]
+        return pid
 
     def stop_orchestrator(self, node: str) -> None:
         """Stop crctl run on NODE (SIGTERM: it stops worker and beat) and forget it."""
