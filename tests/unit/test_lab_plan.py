@@ -82,3 +82,39 @@ def test_inventory_is_the_reference_mdaemon_example():
     unknown = [k for k in cluster if k.startswith("cr_")
                and k not in {"cr_cluster", "cr_members", "cr_services", "cr_switch", "cr_replica_sets"}]
     assert unknown == []
+
+
+def test_orchestrator_nodes_add_a_witness_segment_and_change_no_existing_address():
+    plain = plan_lab(name="abcde", base="198.18.16.0/20", secondaries=8, windows=8)
+    grown = plan_lab(name="abcde", base="198.18.16.0/20", secondaries=8, windows=8,
+                     orchestrators=True)
+    assert set(plain.nets) < set(grown.nets)
+    assert {n.name: n for n in plain.nodes if n.name != "router"}.items() <= \
+        {n.name: n for n in grown.nodes}.items()
+    assert set(plain.node("router").links) < set(grown.node("router").links)
+    assert [(n.name, n.site) for n in grown.quorum_nodes()] == [
+        ("orch-a", "site-a"), ("orch-b", "site-b"), ("witness", "witness")]
+    assert [grown.cluster_address(n.name) for n in grown.quorum_nodes()] == [
+        "198.18.17.41", "198.18.19.41", "198.18.20.41"]
+    assert grown.node("client-b").links[0].address == "198.18.18.2"
+    names = [n.root_if for n in grown.nets] + [lk.port for n in grown.nodes for lk in n.links]
+    assert all(len(n) <= 15 for n in names) and len(set(names)) == len(names)
+    addresses = [lk.address for n in grown.nodes for lk in n.links]
+    assert len(set(addresses)) == len(addresses)
+    with pytest.raises(ConfigError, match="no orchestrator node 'orch-a'.*--orchestrators"):
+        plain.quorum_node("orch-a")
+
+
+def test_quorum_configuration_follows_the_site_loss_design():
+    from cr_orchestrator.testworld.lab.quorum import redis_config, sentinel_config
+
+    plan = plan_lab(name="crlab", base="198.18.0.0/20", orchestrators=True)
+    orch_a, orch_b, witness = plan.quorum_nodes()
+    first = redis_config(plan, orch_a)
+    assert "replicaof" not in first and "min-replicas-to-write 1" in first
+    assert "appendonly yes" in first and "replica-priority 0" not in first
+    assert "replicaof 198.18.1.41 6379" in redis_config(plan, orch_b)
+    assert "replica-priority 0" in redis_config(plan, witness)  # never promoted
+    sentinel = sentinel_config(plan, witness)
+    assert "sentinel monitor cr 198.18.1.41 6379 2" in sentinel
+    assert "sentinel announce-ip 198.18.4.41" in sentinel
