@@ -6,8 +6,8 @@ from cr_orchestrator.notify.messages import behind_notification, notification_fo
 from cr_orchestrator.notify.targets import NotifyKind
 
 
-def note(kind: str, **data):
-    return notification_for(cluster="mail", event_id="1-0", at=0.0, kind=kind, data=data)
+def note(event_kind: str, **data):
+    return notification_for(cluster="mail", event_id="1-0", at=0.0, kind=event_kind, data=data)
 
 
 def test_promotions_are_failovers_or_planned_changes():
