@@ -51,6 +51,7 @@ def cluster_view(topology: Topology, cluster: Cluster, live: dict) -> dict:
         "dns": f"{switch.dns.record}.{switch.dns.zone}" if switch.dns else None,
         "sites": [{"site": s, "hosts": hosts} for s, hosts in sorted(sites.items())],
         "max_replica_lag_s": cluster.policy.max_replica_lag_s,
+        "probe_interval_s": cluster.policy.probe_interval_s,
         "failovers": live.get("failovers", 0), "max_failovers": cluster.policy.max_failovers,
         "lock": live.get("lock"),
         "decision": {k: decision.get(k) for k in ("action", "target", "reason", "situation", "at")},

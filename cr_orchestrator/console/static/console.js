@@ -45,6 +45,14 @@ const Console = (() => {
     }
     card.append(sites);
     const d = c.decision || {};
+    // Rounds record no verdict while a change holds the cluster (or when they stopped):
+    // say how old the colours are rather than let them pass for now.
+    const age = d.at ? Date.now() / 1000 - d.at : null;
+    if (age !== null && age > Math.max(5, 3 * c.probe_interval_s)) {
+      card.classList.add("stale");
+      sites.before(el("p", {class: "hint stale-note"}, `health as of the last recorded round, ${ago(d.at)}` +
+        (c.lock ? " (a change is running: rounds observe but record no verdict until it ends)" : "")));
+    }
     if (d.action) card.append(el("p", {class: "decision"}, el("b", {}, `${d.action}${d.target ? " " + d.target : ""}`), `: ${d.reason}`,
       d.at ? el("span", {class: "hint"}, ` (${ago(d.at)})`) : null));
     return card;
