@@ -124,6 +124,17 @@ PYTHON_VARIANTS: dict[str, Callable[[], str]] = {
     "vss-cleanup-known-shadow": lambda: rs.cleanup_script(
         link=LINK, shadow_id="{6C3E1F0A-1111-2222-3333-444455556666}"),
     "vss-cleanup-shadow-from-state-file": lambda: rs.cleanup_script(link=LINK, shadow_id=None),
+    "continuous-window": lambda: rs.continuous_script(
+        root=r"D:\MDaemon", epoch=3, own_epoch_record=r"C:\ProgramData\cr-orchestrator\mail.epoch",
+        targets=(rs.WatchTarget("mail-b", rs.unc_path(address="10.0.1.12", path=r"D:\MDaemon"),
+                                r"\\10.0.1.12\C$\ProgramData\cr-orchestrator\mail.epoch"),
+                 rs.WatchTarget("mail-dr", rs.unc_path(address="10.0.1.13", path=r"E:\DR\MDaemon"),
+                                r"\\10.0.1.13\C$\ProgramData\cr-orchestrator\mail.epoch")),
+        batch_ms=500, window_s=300, excludes=("Logs\\", "*.tmp")),
+    "continuous-window-quotes-in-paths": lambda: rs.continuous_script(
+        root=ODD_PATH, epoch=1, own_epoch_record=ODD_PATH + r"\it's.epoch",
+        targets=(rs.WatchTarget("it's", rs.unc_path(address="10.0.1.12", path=ODD_PATH), ODD_PATH + r"\x.epoch"),),
+        batch_ms=250, window_s=10),
     "quarantine": lambda: rs.quarantine_script(
         root=r"D:\MDaemon", quarantine=r"D:\MDaemon.cr-quarantine\20261122T030001Z",
         since_utc="2026-11-22T03:00:01Z"),

@@ -244,3 +244,119 @@ if (Test-Path -LiteralPath $root) {{
 [pscustomobject]@{{ step = 'quarantine'; quarantine = $quarantine;
     moved = @($moved) }} | ConvertTo-Json -Compress
 """
+
+
+@dataclass(frozen=True)
+class WatchTarget:
+    """One target of a continuous window: where to copy, and its epoch record."""
+
+    host: str
+    destination: str  # UNC path of the target's copy (``unc_path``)
+    epoch_record: str  # UNC path of the target's <cluster>.epoch
+
+
+def continuous_script(*, root: str, targets: tuple[WatchTarget, ...], epoch: int,
+                      own_epoch_record: str, batch_ms: int, window_s: int,
+                      excludes: tuple[str, ...] = ()) -> str:
+    """A continuous window on the primary: a FileSystemWatcher on the live ``root`` for
+    ``window_s`` seconds; each batch (the changes of ``batch_ms`` after the first) is
+    copied one changed directory at a time (robocopy without /S: that directory's files,
+    /PURGE: what left it) to every target whose epoch record is not newer than
+    ``epoch``. One JSON line per batch and target, and one at the start and the end.
+    Exit 0 window over, 4 the watcher's buffer overflowed (a full pass must follow),
+    5 this host's own epoch record moved on (no longer the primary at ``epoch``).
+
+    From the live volume, not a shadow: a shadow per half second would hold writes at
+    each creation (VSS freezes the volume's I/O while it takes one), and a volume keeps
+    at most 64 shadows; files open or torn during a batch are caught by the periodic
+    full pass, which does copy from a shadow.
+    """
+    target_rows = ",\n    ".join(
+        f"@{{ host = {ps_quote(t.host)}; dest = {ps_quote(t.destination)}; "
+        f"record = {ps_quote(t.epoch_record)} }}" for t in targets)
+    dirs = [p.rstrip("\\/") for p in excludes if p.endswith(("\\", "/"))]
+    files = [p for p in excludes if not p.endswith(("\\", "/"))]
+    exclude_args = (["/XD", *dirs] if dirs else []) + (["/XF", *files] if files else [])
+    excl = "@(" + ", ".join(ps_quote(a) for a in exclude_args) + ")"
+    return f"""$ErrorActionPreference = 'Stop'
+$root = {ps_quote(root.rstrip(chr(92)))}
+$epoch = {int(epoch)}
+$ownRecord = {ps_quote(own_epoch_record)}
+$targets = @(
+    {target_rows}
+)
+$excludes = {excl}
+function Now-Unix {{ [DateTimeOffset]::UtcNow.ToUnixTimeMilliseconds() / 1000.0 }}
+function Say($fields) {{ [pscustomobject]$fields | ConvertTo-Json -Compress }}
+function Epoch-Of($path) {{
+    if (-not (Test-Path -LiteralPath $path)) {{ return 0 }}
+    $text = (Get-Content -LiteralPath $path -Raw).Trim()
+    if ($text -notmatch '^[0-9]+$') {{ return [int64]::MaxValue }}  # unreadable: refuse
+    return [int64]$text
+}}
+$watcher = New-Object System.IO.FileSystemWatcher $root
+$watcher.IncludeSubdirectories = $true
+$watcher.InternalBufferSize = 65536
+$watcher.NotifyFilter = [System.IO.NotifyFilters]'FileName, DirectoryName, LastWrite, Size'
+foreach ($kind in 'Created', 'Changed', 'Deleted', 'Renamed') {{
+    Register-ObjectEvent -InputObject $watcher -EventName $kind -SourceIdentifier "cr-$kind" | Out-Null
+}}
+Register-ObjectEvent -InputObject $watcher -EventName Error -SourceIdentifier 'cr-Error' | Out-Null
+$watcher.EnableRaisingEvents = $true
+Say @{{ step = 'ready'; at = (Now-Unix); root = $root; epoch = $epoch }}
+$deadline = (Get-Date).AddSeconds({int(window_s)})
+$code = 0
+try {{
+    while ((Get-Date) -lt $deadline) {{
+        if (-not (Wait-Event -Timeout 1)) {{ continue }}
+        Start-Sleep -Milliseconds {int(batch_ms)}
+        $cut = Now-Unix
+        $changed = @{{}}
+        foreach ($ev in @(Get-Event)) {{
+            Remove-Event -EventIdentifier $ev.EventIdentifier
+            if ($ev.SourceIdentifier -eq 'cr-Error') {{
+                Say @{{ step = 'overflow'; at = $cut }}
+                $code = 4
+                break
+            }}
+            $e = $ev.SourceEventArgs
+            $changed[[System.IO.Path]::GetDirectoryName($e.FullPath)] = $true
+            if ($e -is [System.IO.RenamedEventArgs]) {{
+                $changed[[System.IO.Path]::GetDirectoryName($e.OldFullPath)] = $true
+            }}
+        }}
+        if ($code -ne 0) {{ break }}
+        if ((Epoch-Of $ownRecord) -ne $epoch) {{
+            Say @{{ step = 'fenced'; at = $cut; reason = "this host's epoch record moved on from $epoch" }}
+            $code = 5
+            break
+        }}
+        foreach ($t in $targets) {{
+            $theirs = Epoch-Of $t.record
+            if ($theirs -gt $epoch) {{
+                $why = "cr-orchestrator: refused: this batch carries epoch $epoch but " +
+                    "$($t.host) was promoted at epoch $theirs"
+                Say @{{ step = 'batch'; host = $t.host; cut = $cut; ok = $false; dirs = 0;
+                    reason = $why }}
+                continue
+            }}
+            $worst = 0
+            foreach ($dir in $changed.Keys) {{
+                if (-not $dir.StartsWith($root)) {{ continue }}
+                $rel = $dir.Substring($root.Length).TrimStart('\\')
+                $dest = if ($rel) {{ Join-Path $t.dest $rel }} else {{ $t.dest }}
+                & robocopy.exe $dir $dest /PURGE /COPY:DAT /R:1 /W:1 /XJ /NP /NFL /NDL /NJH /NJS @excludes | Out-Null
+                if ($LASTEXITCODE -gt $worst) {{ $worst = $LASTEXITCODE }}
+            }}
+            Say @{{ step = 'batch'; host = $t.host; cut = $cut; ok = ($worst -lt 8);
+                dirs = $changed.Count; rc = $worst }}
+        }}
+    }}
+}} finally {{
+    $watcher.EnableRaisingEvents = $false
+    Get-EventSubscriber | Where-Object {{ $_.SourceIdentifier -like 'cr-*' }} | Unregister-Event
+    $watcher.Dispose()
+}}
+Say @{{ step = 'window-end'; at = (Now-Unix); code = $code }}
+exit $code
+"""
