@@ -9,10 +9,13 @@ where, is written to the cluster's history before anything is done.
 
 from __future__ import annotations
 
+import logging
+
 from cr_orchestrator.errors import ConfigError
 from cr_orchestrator.runtime.cycle import Env
 
 COMMANDS = ("switchover", "failback", "pause", "resume")
+log = logging.getLogger("crctl.serve")
 
 
 def preview(env: Env, cluster_name: str, command: str, to: str | None) -> dict:
@@ -75,11 +78,19 @@ def perform(env: Env, *, inventory: str, cluster_name: str, command: str, to: st
                               seen=Seen(seen_primary, int(seen_epoch)))
     except CrError as exc:
         return {"ok": False, "summary": str(exc), "epoch": env.state.epoch(cluster_name)}
+    summary = outcome.summary
     if outcome.epoch is not None and command in ("switchover", "failback"):
-        # The schedule follows the primary to its site, as after `crctl switchover`.
-        from cr_orchestrator.runtime.celery_app import make_app
-        from cr_orchestrator.runtime.schedule import follow_primaries
+        # The schedule follows the primary to its site, as after `crctl switchover`. The
+        # change is done whatever happens here (and `crctl run` re-routes a moved primary
+        # by itself): a failure is told, not turned into a failed action.
+        try:
+            from cr_orchestrator.runtime.celery_app import make_app
+            from cr_orchestrator.runtime.schedule import follow_primaries
 
-        follow_primaries(make_app(redis_url=redis_url, prefix=env.prefix), env.topology, inventory,
-                         redis_client=env.redis, prefix=env.prefix)
-    return {"ok": bool(outcome.ok), "summary": outcome.summary, "epoch": outcome.epoch}
+            follow_primaries(make_app(redis_url=redis_url, prefix=env.prefix), env.topology,
+                             inventory, redis_client=env.redis, prefix=env.prefix)
+        except Exception as exc:  # noqa: BLE001 - see above
+            log.exception("console: moving the schedule after the %s of %s", command, cluster_name)
+            summary += (f" (the schedule was not moved here: {type(exc).__name__}: {exc}; "
+                        "crctl run re-routes it)")
+    return {"ok": bool(outcome.ok), "summary": summary, "epoch": outcome.epoch}

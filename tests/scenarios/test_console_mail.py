@@ -169,6 +169,7 @@ def test_console_metrics_and_notifications_follow_a_failover(lab, split_brain_wa
             assert serve.token not in refused
             driver.save_screenshot(str(shots / "3-refused-without-token.png"))
             done = _switchover(driver, to="mail-a", token=serve.token, operator="alice")
+            assert done.startswith("switchover of mail from mail-b to mail-a done (epoch 2)"), done
             assert state.primary("mail") == "mail-a", done
             wait_for(lambda: _text(driver, "#primary-mail") == "mail-a", 30,
                      "the page to show mail-a primary again", every_s=0.3)
@@ -199,6 +200,7 @@ def test_console_metrics_and_notifications_follow_a_failover(lab, split_brain_wa
             page = driver.page_source
             assert serve.token not in page
             assert serve.token not in serve.log.read_text()
+            assert "Traceback" not in serve.log.read_text(), serve.log.read_text()[-3000:]
     finally:
         if serve is not None:
             serve.stop()
