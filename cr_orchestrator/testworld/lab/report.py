@@ -9,7 +9,7 @@ import subprocess
 from concurrent.futures import ThreadPoolExecutor
 
 from cr_orchestrator.testworld.lab import netns
-from cr_orchestrator.testworld.lab.plan import HostPlatform
+from cr_orchestrator.testworld.lab.plan import HostPlatform, NodeKind
 from cr_orchestrator.testworld.lab.handle import LabHandle
 
 
@@ -66,12 +66,30 @@ def status(lab: LabHandle) -> dict:
         rows = list(pool.map(lambda h: _host_row(lab, h, faults), lab.hosts))
     holders = [r["host"] for r in rows if any(a.split("/")[0] == lab.shared_ip
                                                for a in r["addresses"])]
-    return {"name": lab.name, "base": lab.plan.base, "state_dir": lab.state_dir,
+    st = {"name": lab.name, "base": lab.plan.base, "state_dir": lab.state_dir,
             "inventory": lab.inventory_path, "hosts": rows,
             "shared_ip": lab.shared_ip, "shared_ip_holders": holders,
+            "faults_of_sites": {s: sorted(m) for s, m in faults.items() if s in lab.plan.sites},
             "dns": {"server": lab.dns_server, "name": lab.dns_name, "resolves_to": _resolve(lab)},
             "named": "running" if netns.pid_alive(lab.pid("named")) else "stopped",
             "client": lab.client_address}
+    if lab.plan.quorum_nodes():
+        st["quorum"] = _quorum_rows(lab)
+    return st
+
+
+def _quorum_rows(lab: LabHandle) -> list[dict]:
+    """Per orchestrator node: its Redis's role, the master its sentinel names, crctl run."""
+    from cr_orchestrator.testworld.lab import quorum
+
+    views = quorum.views(lab.plan)
+    runs = lab.read_state().get("orch_runs", {})
+    return [{"node": n.name, "site": n.site, "address": quorum.address(lab.plan, n.name),
+             "redis": quorum.role(quorum.address(lab.plan, n.name)),
+             "sentinel_names": views[n.name] or "no answer",
+             "crctl_run": ("running" if netns.pid_alive((runs.get(n.name) or {}).get("pid"))
+                           else "stopped") if n.kind is NodeKind.ORCHESTRATOR else "-"}
+            for n in lab.plan.quorum_nodes()]
 
 
 def format_status(st: dict) -> str:
@@ -90,4 +108,12 @@ def format_status(st: dict) -> str:
               f"DNS {st['dns']['name']} @ {st['dns']['server']} ({st['named']}): "
               f"{st['dns']['resolves_to']}",
               f"client namespace: {st['client']}"]
+    if st.get("quorum"):
+        lines += ["", f"{'NODE':9} {'SITE':8} {'ADDRESS':15} {'REDIS':10} {'SENTINEL NAMES':15} "
+                  "CRCTL RUN"]
+        lines += [f"{r['node']:9} {r['site']:8} {r['address']:15} {r['redis']:10} "
+                  f"{r['sentinel_names']:15} {r['crctl_run']}" for r in st["quorum"]]
+    if st["faults_of_sites"]:
+        lines += ["", "site faults: " + "; ".join(f"{site}: {', '.join(modes)}" for site, modes
+                                                  in st["faults_of_sites"].items())]
     return "\n".join(lines)
