@@ -260,17 +260,18 @@ def run(args: argparse.Namespace) -> int:
 
 def _watchers(client, prefix: str, node: str, topology_of, vault_password_file):
     from cr_orchestrator.act.changes import Env, sync_sets
-    from cr_orchestrator.act.sync.watcher import SetWatcher, WatcherSupervisor
+    from cr_orchestrator.act.sync.watcher import (SetWatcher, WatcherSupervisor,
+                                                  WindowsSetWatcher, is_linux_set)
     from cr_orchestrator.state.cluster import ClusterState
     from cr_orchestrator.state.freshness import FreshnessStore
 
-    def make(topology, cluster, rs) -> SetWatcher:
+    def make(topology, cluster, rs) -> SetWatcher | WindowsSetWatcher:
         env = Env(topology=topology, redis=client, prefix=prefix,
                   vault_password_file=vault_password_file)
-        return SetWatcher(topology=topology, cluster=cluster, replica_set=rs,
-                          state=ClusterState(client, prefix),
-                          store=FreshnessStore(client, prefix),
-                          full_pass=lambda: sync_sets(env, cluster, sets=[rs.name]))
+        kind = SetWatcher if is_linux_set(topology, cluster, rs) else WindowsSetWatcher
+        return kind(topology=topology, cluster=cluster, replica_set=rs,
+                    state=ClusterState(client, prefix), store=FreshnessStore(client, prefix),
+                    full_pass=lambda: sync_sets(env, cluster, sets=[rs.name]))
 
     return WatcherSupervisor(topology_of=topology_of, make_watcher=make, redis_client=client,
                              prefix=prefix, node=node)

@@ -314,6 +314,46 @@ def _read_lines(proc: subprocess.Popen[str], out: queue.Queue[tuple[float, str |
     out.put((clock(), None))
 
 
+class WindowsSetWatcher:
+    """The Windows counterpart of :class:`SetWatcher`: back-to-back windows of the
+    FileSystemWatcher script on the live primary (:mod:`windows_continuous`), a full pass
+    after a window that overflowed or never started, each window at the epoch read from
+    Redis when it starts (the script stops by itself when its host's epoch moves on)."""
+
+    WINDOW_S = 60
+
+    def __init__(self, *, topology: Topology, cluster: Cluster, replica_set: ReplicaSet,
+                 state: ClusterState, store: FreshnessStore,
+                 full_pass: Callable[[], object]) -> None:
+        self.topology, self.cluster, self.rs = topology, cluster, replica_set
+        self.state, self.store, self.full_pass = state, store, full_pass
+        self.stopping = threading.Event()
+        self.windows = 0
+
+    def stop(self) -> None:
+        self.stopping.set()  # the window running ends at its own end (WINDOW_S at most)
+
+    def run(self) -> None:
+        from cr_orchestrator.act.sync.windows_continuous import run_window
+
+        while not self.stopping.is_set():
+            source = self.state.primary(self.cluster.name) or self.cluster.configured_primary
+            epoch = self.state.epoch(self.cluster.name)
+            try:
+                plan = plan_sync(topology=self.topology, cluster=self.cluster.name,
+                                 replica_set=self.rs.name, source=source)
+                report = run_window(topology=self.topology, plan=plan, epoch=epoch,
+                                    store=self.store,
+                                    window_s=int(min(self.WINDOW_S, max(5, self.rs.every_s))))
+                self.windows += 1
+                if report.needs_full_pass:
+                    self.full_pass()
+            except Exception as exc:  # noqa: BLE001 - the watcher must outlive one bad window
+                log.warning("%s/%s: continuous window failed (%s: %s)", self.cluster.name,
+                            self.rs.name, type(exc).__name__, exc)
+                self.stopping.wait(5.0)
+
+
 class WatcherSupervisor:
     """One :class:`SetWatcher` thread per continuous set of the topology, while this
     process holds that set's watch lease in Redis (one watcher per set across
@@ -322,12 +362,13 @@ class WatcherSupervisor:
     LEASE_S = 10.0
 
     def __init__(self, *, topology_of: Callable[[], Topology], make_watcher:
-                 Callable[[Topology, Cluster, ReplicaSet], SetWatcher],
+                 Callable[[Topology, Cluster, ReplicaSet], SetWatcher | WindowsSetWatcher],
                  redis_client: redis_lib.Redis,
                  prefix: str, node: str) -> None:
         self.topology_of, self.make_watcher = topology_of, make_watcher
         self.redis, self.prefix, self.node = redis_client, prefix, node
-        self.running: dict[tuple[str, str], tuple[SetWatcher, threading.Thread]] = {}
+        self.running: dict[tuple[str, str],
+                           tuple[SetWatcher | WindowsSetWatcher, threading.Thread]] = {}
 
     def lease_key(self, cluster: str, set_name: str) -> str:
         return f"{self.prefix}:watcher:{cluster}:{set_name}"
@@ -336,7 +377,7 @@ class WatcherSupervisor:
         """Start what should run, stop what should not (called every loop of crctl run)."""
         topology = self.topology_of()
         wanted = {(c.name, rs.name): (c, rs) for c in topology.clusters.values()
-                  for rs in c.replica_sets if rs.continuous and _linux_set(topology, c, rs)}
+                  for rs in c.replica_sets if rs.continuous}
         for key in list(self.running):
             if key not in wanted or not self._hold(*key):
                 self._stop(key)
@@ -367,13 +408,20 @@ class WatcherSupervisor:
         watcher, thread = self.running.pop(key)
         watcher.stop()
         thread.join(5)
+        # given back only if still ours: another node may already have taken it over
+        self.redis.eval(_RELEASE_IF_OURS, 1, self.lease_key(*key), self.node)
 
     def stop(self) -> None:
         for key in list(self.running):
             self._stop(key)
-            self.redis.delete(self.lease_key(*key))
 
 
-def _linux_set(topology: Topology, cluster: Cluster, rs: ReplicaSet) -> bool:
+_RELEASE_IF_OURS = """
+if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
+return 0
+"""
+
+
+def is_linux_set(topology: Topology, cluster: Cluster, rs: ReplicaSet) -> bool:
     hosts = [cluster.configured_primary, *(t.host for t in rs.targets)]
     return all(topology.hosts[h].platform is Platform.LINUX for h in hosts if h in topology.hosts)
