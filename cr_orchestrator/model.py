@@ -235,11 +235,12 @@ class Policy:
     failback_min_healthy_s: float = 60.0
     max_replica_lag_s: float = 300.0
     dr: DrMode = DrMode.MANUAL
-    # The serving host's lease (roles/cr_lease_agent). None derives it from detection:
-    # renew each round; ttl + margin (the promotion wait) as long as detection takes
-    # (failures_before_down rounds and the last one's timeout), at least 3.25 renewals;
-    # margin half a renewal. So a host confirmed down is promoted away from about when
-    # detection ends, as before leases, and a blip detection forgives rarely fences.
+    # The serving host's lease (roles/cr_lease_agent). None derives it from detection
+    # (failures_before_down rounds and the last one's timeout): renew each round; ttl one
+    # renewal shorter than detection (at least 3.25 renewals), so the old primary has
+    # stopped before detection ends; margin 0.3 renewals. The promotion wait (ttl +
+    # margin) then ends before detection does: a host confirmed down is promoted away as
+    # fast as before leases.
     lease_renew_s: float | None = None
     lease_ttl_s: float | None = None
     lease_margin_s: float | None = None
@@ -254,12 +255,12 @@ class Policy:
             return self.lease_ttl_s
         detection = self.failures_before_down * self.probe_interval_s + self.probe_timeout_s
         renew = max(self.lease_renew, self.probe_interval_s)
-        return round(max(3.25 * renew, detection - self.lease_margin), 3)
+        return round(max(3.25 * renew, detection - renew), 3)
 
     @property
     def lease_margin(self) -> float:
         return self.lease_margin_s if self.lease_margin_s is not None \
-            else 0.5 * self.lease_renew
+            else round(0.3 * self.lease_renew, 3)
 
     @property
     def promotion_wait(self) -> float:

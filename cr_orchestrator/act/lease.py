@@ -32,8 +32,9 @@ log = logging.getLogger(__name__)
 
 AGENT_STALE_S = 5.0  # an agent whose last check is older has stopped checking
 RESTART_ACTION = "restart_lease_agent"  # its back-off key
+PLAYBOOK_GUARD_S = 180.0  # a restart's run never takes longer (the playbook's timeout)
 _ANSWER = re.compile(r"^renewed (?P<at>[0-9.]+) (?:agent (?P<pid>[0-9]+) (?P<age>-?[0-9.]+)"
-                     r"|(?P<down>agent-down)(?: (?P<why>.*))?)$")
+                     r"|(?P<none>agent-none)|(?P<down>agent-down)(?: (?P<why>.*))?)$")
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,7 @@ class Renewal:
 
     host: str
     renewed: bool
-    agent_up: bool | None  # None: not known (the renewal failed)
+    agent_up: bool | None  # None: not known (the renewal failed), or no agent installed
     detail: str
 
 
@@ -68,7 +69,7 @@ if read -r pid beat _ <{beat} 2>/dev/null; then
     fi
   fi
 else
-  why="it never ran (no {cluster}.lease-agent record)"
+  echo "renewed $up agent-none"; exit 0
 fi
 echo "renewed $up agent-down $why"
 """
@@ -103,7 +104,8 @@ if (Test-Path $beat) {{
         exit 0
     }}
 }} else {{
-    $why = 'it never ran (no {cluster}.lease-agent record)'
+    [string]::Format($invariant, 'renewed {{0}} agent-none', $up)
+    exit 0
 }}
 [string]::Format($invariant, 'renewed {{0}} agent-down {{1}}', $up, $why)
 """
@@ -115,6 +117,8 @@ def parse_answer(host: str, text: str) -> Renewal:
     m = _ANSWER.match(last)
     if m is None:
         return Renewal(host, False, None, f"unusable answer: {last[:120]!r}")
+    if m["none"]:
+        return Renewal(host, True, None, "no lease agent installed (it never ran here)")
     if m["down"]:
         return Renewal(host, True, False, f"the lease agent is down: {m['why'] or 'not running'}")
     return Renewal(host, True, True, f"the lease agent (pid {m['pid']}) checked {m['age']} s ago")
@@ -156,6 +160,20 @@ def send_renewal(*, host: Host, cluster: str, epoch: int, ttl_s: float, paused: 
         return Renewal(host.name, False, None, f"renewal failed: {type(exc).__name__}")
 
 
+def renewal_deadline(host: Host, timeout_s: float) -> float:
+    """The probe timeout, plus the allowance of a new ssh connection when none is open
+    (as the host probe gives itself): a renewal must not fail for a slow handshake."""
+    if host.platform is Platform.WINDOWS or host.ssh is None:
+        return timeout_s
+    from cr_orchestrator.observe import linux_host
+
+    try:
+        return linux_host.session_deadline(host=host, control_dir=linux_host.default_control_dir(),
+                                           timeout_s=timeout_s)
+    except Exception:  # noqa: BLE001 - the allowance is a refinement; never fail on it
+        return timeout_s + linux_host.COLD_ALLOWANCE_S
+
+
 def renew(env: Env, cluster: Cluster, snapshot: ClusterSnapshot) -> Renewal | None:
     """Renew the live primary's lease after this round's state write; record the renewal
     and what it said of the agent. None: no renewal this round (decide/lease.py)."""
@@ -163,7 +181,7 @@ def renew(env: Env, cluster: Cluster, snapshot: ClusterSnapshot) -> Renewal | No
     if host is None:
         return None
     policy, store = cluster.policy, LeaseStore(env.redis, env.prefix)
-    deadline = policy.probe_timeout_s
+    deadline = renewal_deadline(env.topology.hosts[host], policy.probe_timeout_s)
     # Recorded (and replicated, where the Redis quorum asks for it) before it is sent:
     # a renewal nobody recorded would be one no orchestrator waits for.
     store.record_grant(cluster=cluster.name, host=host, epoch=snapshot.epoch,
@@ -204,10 +222,21 @@ def restart_agent(env: Env, cluster: Cluster, host: str) -> str:
     if retry_at > env.clock():
         return (f"not restarting the lease agent on {host} yet: it failed {failures} "
                 f"time(s); next try in {retry_at - env.clock():.0f} s")
-    result = _play(env, cluster, "lease_agent", limit=host,
-                   extravars={"cr_cluster": cluster.name, "cr_lease_agent_state": "started"},
-                   why=f"the lease agent of {cluster.name} on {host} is down")
+    # one restart at a time: the rounds on other workers keep renewing meanwhile
+    guard = f"{env.prefix}:cluster:{cluster.name}:lease-agent-restart:{host}"
+    if not env.redis.set(guard, "1", nx=True, ex=int(PLAYBOOK_GUARD_S)):
+        return f"the lease agent on {host} is being restarted by another round"
+    try:
+        result = _run_role(env, cluster, host)
+    finally:
+        env.redis.delete(guard)
     env.state.record_action(**key, ok=bool(result.ok), now=env.clock(),
                             base_s=2 * cluster.policy.probe_interval_s)
     word = "restarted" if result.ok else "could not restart"
     return f"{word} the lease agent on {host}: {result.summary}"
+
+
+def _run_role(env: Env, cluster: Cluster, host: str):
+    return _play(env, cluster, "lease_agent", limit=host,
+                 extravars={"cr_cluster": cluster.name, "cr_lease_agent_state": "started"},
+                 why=f"the lease agent of {cluster.name} on {host} is down")

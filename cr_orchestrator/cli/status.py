@@ -34,7 +34,33 @@ def run(args: argparse.Namespace) -> int:
     live, note = read_live(topology, redis_url=args.redis_url,
                            prefix=args.prefix or runtime().prefix)
     print(render_status(topology, live=live, live_note=note))
+    if live is not None:
+        for line in lease_lines(topology, redis_url=args.redis_url,
+                                prefix=args.prefix or runtime().prefix):
+            print(line)
     return 0
+
+
+def lease_lines(topology: Topology, *, redis_url: str | None, prefix: str) -> list[str]:
+    """Each cluster's lease: the last renewal and what it said of the host's agent."""
+    import time
+
+    from cr_orchestrator.state.cluster import connect
+    from cr_orchestrator.state.lease import LeaseStore
+
+    store, now, lines = LeaseStore(connect(redis_url), prefix), time.time(), []
+    for name in topology.clusters:
+        grant, agent = store.last_grant(name), store.agent(name)
+        if grant is None:
+            continue
+        host, epoch, at = grant
+        line = f"lease of {name}: last renewed to {host} (epoch {epoch}) {max(0.0, now - at):.1f} s ago"
+        if agent is not None:
+            since = float(agent["since"] or now)
+            line += (f"; lease agent on {agent['host']}: {agent['state']} for "
+                     f"{max(0.0, now - since):.0f} s ({agent['detail']})")
+        lines.append(line)
+    return lines
 
 
 def read_live(topology: Topology, *, redis_url: str | None, prefix: str) -> tuple[dict | None, str]:

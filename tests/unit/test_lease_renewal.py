@@ -51,8 +51,9 @@ def test_the_lease_is_written_with_the_hosts_own_clock(tmp_path):
     assert before <= float(renewed) <= uptime()
     assert not list((tmp_path / "state").glob("*.new"))  # written whole (rename)
     renewal = parse_answer("mail-a", answer)
-    assert (renewal.renewed, renewal.agent_up) == (True, False)
-    assert "never ran" in renewal.detail
+    # no agent record: none installed here (nothing to report down, nothing to restart)
+    assert (renewal.renewed, renewal.agent_up) == (True, None)
+    assert "no lease agent installed" in renewal.detail
 
 
 def test_a_paused_renewal_says_so(tmp_path):
@@ -95,6 +96,7 @@ def test_the_windows_renewal_parses(directory, paused):
 @pytest.mark.parametrize("text,renewed,up", [
     ("renewed 812.33 agent 4242 0.2\n", True, True),
     ("noise\nrenewed 812.33 agent-down its process 4242 is gone\n", True, False),
+    ("renewed 812.33 agent-none\n", True, None),
     ("", False, None),
     ("Permission denied", False, None),
 ])

@@ -13,7 +13,7 @@ from cr_orchestrator.model import Policy
 from test_decide import NOW, POLICY, primary_down, service_down
 from test_inventory_build import errors_of, linux, web
 
-WAIT = POLICY.promotion_wait  # defaults: 1 s renewals, ttl 3.3 s, margin 0.5 s
+WAIT = POLICY.promotion_wait  # defaults: 1 s renewals, ttl 3.25 s, margin 0.3 s
 
 
 def granted(ago: float, host: str = "mail-a") -> LeaseGrant:
@@ -21,25 +21,27 @@ def granted(ago: float, host: str = "mail-a") -> LeaseGrant:
 
 
 def test_defaults_keep_the_wait_within_detection():
-    # three failed rounds (plus the third's timeout) call a host down about 3.8 s after
-    # its last good round: the default wait from that round's renewal ends then
-    assert POLICY.lease_ttl > 3 * POLICY.lease_renew
-    assert POLICY.lease_ttl < WAIT == POLICY.failures_before_down * POLICY.probe_interval_s \
-        + POLICY.probe_timeout_s
-    assert (WAIT, Policy(probe_interval_s=2.0).promotion_wait) == (3.8, 7.5)
+    # three failed rounds (plus the third's timeout) call a host down 3.8 s after its
+    # last good round began; its renewal came a little later (~0.2 s): the default wait
+    # from it ends before detection does, so the confirmed-down path waits no longer
+    detection = POLICY.failures_before_down * POLICY.probe_interval_s + POLICY.probe_timeout_s
+    assert 3 * POLICY.lease_renew < POLICY.lease_ttl < WAIT < detection - 0.2
+    assert WAIT == 3.55
+    fast = Policy(failures_before_down=4)  # the scenario tests' profile
+    assert (fast.lease_ttl, fast.promotion_wait) == (3.8, 4.1)
     # one failure calls it down: the ttl still spans more than 3 renewals
     quick = Policy(failures_before_down=1)
-    assert (quick.lease_ttl, quick.promotion_wait) == (3.25, 3.75)
+    assert (quick.lease_ttl, quick.promotion_wait) == (3.25, 3.55)
 
 
 @pytest.mark.parametrize("snapshot,action,situation,fragments", [
     (primary_down(lease=granted(1.5)), Action.HOLD, Situation.LEASE_WAIT,
      ["not failing over yet: mail-a down for 3 probes from 2 vantages",
-      "mail-a's lease may still hold: last renewal granted 1.5 s ago, lease_ttl 3.3 s + "
-      "margin 0.5 s = 3.8 s: waiting 2.3 s more"]),
+      "mail-a's lease may still hold: last renewal granted 1.5 s ago, lease_ttl 3.25 s + "
+      "margin 0.3 s = 3.55 s: waiting 2.0 s more"]),
     (primary_down(lease=granted(WAIT + 0.2)), Action.FAILOVER, Situation.PRIMARY_DOWN,
      ["failing over from mail-a to mail-b", "mail-a's lease has run out: last renewal "
-      "granted 4.0 s ago"]),
+      "granted 3.8 s ago"]),
     # no renewal known (never granted, or a cluster without agents yet): no wait
     (primary_down(), Action.FAILOVER, Situation.PRIMARY_DOWN, ["failing over"]),
     # a renewal to another host (the previous primary) says nothing about mail-a

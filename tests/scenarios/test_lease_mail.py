@@ -1,0 +1,192 @@
+"""The serving host's lease in the lab (roles/cr_lease_agent, act/lease.py): split brain
+ruled out by the hosts themselves.
+
+Each story runs `crctl run` (fast profile: a probe a second, four failed probes call a
+host down; lease defaults: renewed each round, ttl 3.8 s, promotion wait 4.1 s) with the
+lease agents installed on every member through the role (lab supervisor: a process in the
+host's namespaces), under the client watch (never two serving hosts, never two holders of
+the shared IP).
+
+- asymmetric partition: mail-a stays reachable from the client but is cut off from the
+  orchestrator and its peers. Its agent starts stopping it (shared IP released, then the
+  service stopped) once no renewal came for the ttl, and only after that is mail-b
+  promoted; the failover's reason names the lease; the client never sees both serve.
+  ``CR_LEASE_RUNS`` runs (2 in CI; bench/lease_partition_bench.py
+  runs 10 and prints the figures).
+- short blip: a partition and a freeze of 1 s each (below the ttl minus two renewals and
+  a round, 1.5 s here: the longest silence one renewal a round can leave): no self-fence,
+  no failover.
+- killed agent: SIGKILL of mail-a's agent: the service keeps running, the orchestrator
+  reports the agent down (history, crctl status) and restarts it through the role; the
+  restarted agent finds its lease renewed all along and keeps serving.
+
+Run: CR_LAB_NAME=lea CR_LAB_BASE=198.18.48.0/20 pytest -m lab tests/scenarios/test_lease_mail.py
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import re
+import signal
+import time
+from pathlib import Path
+
+import pytest
+from scenario_kit import (  # noqa: F401 - fixtures
+    CRCTL, running_orchestrator, scenario_inventory, shared_ip_holder, split_brain_watch,
+    wait_for,
+)
+
+from cr_orchestrator.act.playbook_runner import run_playbook
+from cr_orchestrator.state.lease import LeaseStore
+
+pytestmark = pytest.mark.lab
+
+RUNS = int(os.environ.get("CR_LEASE_RUNS", "2"))
+FENCE = re.compile(r"^(?P<at>\S+) cr-lease-agent mail: lease of epoch (?P<epoch>\d+) ran out: "
+                   r"no renewal for (?P<silent>[0-9.]+) s \(ttl (?P<ttl>[0-9.]+) s\)")
+RELEASED = re.compile(r"^(?P<at>\S+) cr-lease-agent mail: released the shared IP")
+STOPPED = re.compile(r"^(?P<at>\S+) cr-lease-agent mail: stopped service mail")
+
+
+def install_agents(lab, inventory: str, state: str = "started") -> None:
+    result = run_playbook(playbook="lease_agent", inventory=inventory, timeout_s=120,
+                          extravars={"cr_cluster": "mail", "cr_lease_agent_state": state})
+    assert result.ok, result.summary
+
+
+def stop_agents(lab) -> None:
+    """The agents of every host of this lab gone: a leftover agent would fence the next
+    story's hosts (found by its script in the host's network namespace)."""
+    for host in ("mail-a", "mail-b", "mail-dr"):
+        lab.run_on(host, "pkill --ns $$ --nslist net -f '^sh /var/lib/cr-orchestrator/"
+                         "cr-lease-agent-mail[.]sh$'")
+
+
+def agent_log(lab, host: str) -> list[str]:
+    path = Path(lab.state_dir_of(host)) / "mail.lease-agent.log"
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def log_time(stamp: str) -> float:
+    return datetime.datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+
+
+def serving(lab, host: str) -> bool:
+    return lab.run_on(host, [lab.mailctl, "status"]).returncode == 0
+
+
+@pytest.fixture
+def leased(lab, split_brain_watch, tmp_path):
+    """`crctl run` with the lease agents running on every member, settled."""
+    inventory = scenario_inventory(lab, tmp_path, cr_lease_agent_supervisor="lab")
+    with running_orchestrator(lab, inventory) as orch:
+        try:
+            stop_agents(lab)
+            install_agents(lab, inventory)
+            orch.settle()
+            store = LeaseStore(orch.state.redis, orch.prefix)
+            wait_for(lambda: (store.agent("mail") or {}).get("state") == "up", 30,
+                     "a renewal of mail-a's lease that finds its agent running", every_s=0.3)
+            orch.lease = store
+            yield orch
+        finally:
+            stop_agents(lab)
+
+
+@pytest.mark.parametrize("run", range(RUNS))
+def test_asymmetric_partition_the_old_primary_stops_before_the_new_one_starts(
+        lab, leased, run):
+    orch = leased
+    before = len(agent_log(lab, "mail-a"))
+    cut = time.time()
+    lab.fail("mail-a", "asymmetric")
+    wait_for(lambda: orch.state.primary("mail") == "mail-b", 90, "mail-b promoted",
+             every_s=0.2)
+    promotion = next(e for e in orch.state.events("mail", count=200)
+                     if e.kind == "promotion" and e.data.get("new_primary") == "mail-b")
+    # what its agent did, in its own words (its service's stop may still be under way)
+    wait_for(lambda: any(STOPPED.match(line) for line in agent_log(lab, "mail-a")[before:]),
+             30, "mail-a's agent to say it stopped the service", every_s=0.2)
+    lines = agent_log(lab, "mail-a")[before:]
+    fence = next((FENCE.match(line) for line in lines if FENCE.match(line)), None)
+    assert fence is not None, "\n".join(lines)
+    released = next(RELEASED.match(line) for line in lines if RELEASED.match(line))
+    stopped = next(STOPPED.match(line) for line in lines if STOPPED.match(line))
+    policy_wait = float(fence["ttl"]) + 0.3  # lease_margin: 0.3 of a 1 s renewal
+    figures = (f"lease run {run}: cut at 0; mail-a fenced (IP released) at "
+               f"{log_time(released['at']) - cut:.2f} s, service stopped at "
+               f"{log_time(stopped['at']) - cut:.2f} s after {fence['silent']} s without "
+               f"renewal (ttl {fence['ttl']} s); mail-b promoted at "
+               f"{promotion.at - cut:.2f} s")
+    print(figures)
+    # it stopped serving once its lease ran out: nothing renewed it for the ttl, and it
+    # acted before the orchestrator's promotion wait (ttl + margin) could end
+    assert float(fence["ttl"]) <= float(fence["silent"]) < policy_wait, figures
+    # and mail-b was promoted only after: clients had lost mail-a's shared IP and its
+    # service was stopping (the watch says they never saw both serve)
+    assert log_time(fence["at"]) <= log_time(released["at"]) < promotion.at, figures
+    assert not serving(lab, "mail-a") and "mail-a" not in shared_ip_holder(lab)
+    decision = next(e.data["reason"] for e in reversed(orch.state.events("mail", count=200))
+                    if e.kind == "decision" and e.data.get("action") == "failover")
+    assert "mail-a's lease has run out" in decision or "mail-a's lease may still hold" in \
+        decision, decision
+    wait_for(lambda: serving(lab, "mail-b") and shared_ip_holder(lab) == ["mail-b"], 60,
+             "mail-b serving with the shared IP", every_s=0.3)
+    lab.heal("mail-a")
+    # back, it stays stopped: the orchestrator sees it and does not demote a server
+    wait_for(lambda: (orch.state.last_decision("mail") or {}).get("members", {}).get("mail-a")
+             not in (None, "host down", "host suspect"), 60, "mail-a seen again", every_s=0.5)
+    assert not serving(lab, "mail-a")
+
+
+def test_a_short_blip_neither_fences_nor_fails_over(lab, leased):
+    orch = leased
+    before = len(agent_log(lab, "mail-a"))
+    started = time.time()
+    for mode in ("asymmetric", "freeze"):
+        lab.fail("mail-a", mode, for_s=1.0)
+        wait_for(lambda: not lab.faults(), 30, f"the {mode} blip to heal", every_s=0.2)
+        time.sleep(6)  # longer than the promotion wait: a fence or failover would show
+    lines = agent_log(lab, "mail-a")[before:]
+    assert not any("ran out" in line for line in lines), "\n".join(lines)
+    assert serving(lab, "mail-a") and shared_ip_holder(lab) == ["mail-a"]
+    assert (orch.state.primary("mail"), orch.state.epoch("mail")) == ("mail-a", 0)
+    moves = [e.data for e in orch.state.events("mail", count=300)
+             if e.at >= started and e.kind == "decision"
+             and e.data.get("action") not in ("none", "hold")]
+    assert not moves, moves
+
+
+def test_a_killed_agent_is_reported_and_restarted_through_the_role(lab, leased):
+    import subprocess
+
+    orch = leased
+    pidfile = Path(lab.state_dir_of("mail-a")) / "mail.lease-agent.pid"
+    old = int(pidfile.read_text())
+    killed = time.time()
+    os.kill(old, signal.SIGKILL)
+    wait_for(lambda: orch.lease.agent("mail")["state"] == "down", 30,
+             "the orchestrator to see mail-a's agent down", every_s=0.2)
+    # the service keeps running: nobody fences it, its lease is kept by the orchestrator
+    assert serving(lab, "mail-a") and shared_ip_holder(lab) == ["mail-a"]
+    status = subprocess.run([CRCTL, "status", "-i", orch.inventory, "--redis-url",
+                             orch.redis_url, "--prefix", orch.prefix],
+                            capture_output=True, text=True, timeout=60)
+    assert "lease agent on mail-a: down" in status.stdout, status.stdout + status.stderr
+    assert "its process" in status.stdout and "is gone" in status.stdout, status.stdout
+    wait_for(lambda: orch.lease.agent("mail")["state"] == "up", 90,
+             "mail-a's agent restarted through the role", every_s=0.5)
+    new = int(pidfile.read_text())
+    assert new != old
+    events = [e for e in orch.state.events("mail", count=300) if e.at >= killed]
+    down = [e.data["reason"] for e in events if e.kind == "error"
+            and e.data.get("lease_agent") == "down"]
+    assert down and "the lease agent of mail on mail-a is down" in down[0], down
+    restarts = [e.data for e in events if e.kind == "playbook"
+                and e.data.get("playbook") == "lease_agent"]
+    assert restarts and restarts[-1]["ok"] and restarts[-1]["limit"] == "mail-a", restarts
+    assert serving(lab, "mail-a") and orch.state.primary("mail") == "mail-a"
+    assert not any(e.kind == "promotion" for e in events)
+    assert not any("ran out" in line for line in agent_log(lab, "mail-a"))
