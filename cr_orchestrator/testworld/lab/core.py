@@ -440,7 +440,11 @@ class Lab:
     def kill_orchestrator_child(self, node: str, child: str) -> int:
         """SIGKILL the ``worker`` (with its pool) or ``beat`` of crctl run on NODE; returns
         its pid (crctl run starts it again after its back-off)."""
-        return orchnodes.kill_child(self.orchestrator_pid(node), child)
+        parent = self.orchestrator_pid(node)
+        if parent is None:
+            raise LabError(f"crctl run is not running on {node}: "
+                           f"`crctl lab orch start {node}` first")
+        return orchnodes.kill_child(parent, child)
 
     def run_in(self, node: str, cmd: str | Sequence[str], *, timeout: float = 30.0,
                check: bool = False) -> subprocess.CompletedProcess[str]:
