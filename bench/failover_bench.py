@@ -214,6 +214,8 @@ def main() -> int:
     parser.add_argument("--trials", type=int, default=5)
     parser.add_argument("--only", action="append",
                         choices=[*PROFILES, *KEEPALIVED], help="run only this configuration")
+    parser.add_argument("--lab", default=LAB_NAME, help=f"lab name ({LAB_NAME})")
+    parser.add_argument("--base", default=LAB_BASE, help=f"lab base ({LAB_BASE})")
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("failover_bench: needs root (the lab)", file=sys.stderr)
@@ -224,7 +226,7 @@ def main() -> int:
         workdir = Path(f"/tmp/cr-failover-bench/{config}")
         shutil.rmtree(workdir, ignore_errors=True)
         workdir.mkdir(parents=True)
-        lab = Lab.up(name=LAB_NAME, base=LAB_BASE)
+        lab = Lab.up(name=args.lab, base=args.base)
         try:
             if config in PROFILES:
                 results[config] = bench_orchestrator(lab, config, args.trials, workdir)
