@@ -35,6 +35,7 @@ import tree_sitter
 import tree_sitter_powershell
 import yaml
 
+from cr_orchestrator.act import lease
 from cr_orchestrator.act.sync import robocopy_script as rs
 from cr_orchestrator.model import Check, CheckKind
 from cr_orchestrator.observe import peer, windows_script
@@ -140,10 +141,13 @@ PYTHON_VARIANTS: dict[str, Callable[[], str]] = {
         since_utc="2026-11-22T03:00:01Z"),
     "quarantine-quotes-in-paths": lambda: rs.quarantine_script(
         root=ODD_PATH, quarantine=ODD_PATH + r".cr-quarantine\20261122T030001Z", since_utc="2026-11-22T03:00:01Z"),
+    "lease-renewal": lambda: lease.windows_renewal_script(cluster="mail", epoch=7, ttl_s=3.8, paused=False),
+    "lease-renewal-paused-quotes-in-path": lambda: lease.windows_renewal_script(
+        cluster="mail", epoch=7, ttl_s=3.8, paused=True, directory=ODD_PATH),
 }
 # The modules holding PowerShell the project sends: a new one must get variants above.
 GENERATOR_MODULES = {"cr_orchestrator/observe/windows_script.py", "cr_orchestrator/observe/peer.py",
-                     "cr_orchestrator/act/sync/robocopy_script.py"}
+                     "cr_orchestrator/act/sync/robocopy_script.py", "cr_orchestrator/act/lease.py"}
 
 
 @pytest.mark.parametrize("variant", sorted(PYTHON_VARIANTS))
@@ -234,6 +238,13 @@ TEMPLATE_VARIANTS: dict[str, list[tuple[str, dict]]] = {
         ("default-directory", CLUSTER_INPUTS),
         ("directory-with-quote", {**CLUSTER_INPUTS, "cr_cluster": "mail-eu.1",
                                   "cr_fence_dir_windows": r"D:\O'Brien's data\cr $x"}),
+    ],
+    "cr_lease_agent/agent.ps1.j2": [
+        ("shared-ip-and-two-services", {**CLUSTER_INPUTS,
+                                        "cr_service_services": [{"name": "MDaemon"}, {"name": "W3SVC"}]}),
+        ("no-shared-ip-quotes-in-names", {"cr_cluster": "mail", "inventory_hostname": "mail-a", "cr_switch": {},
+                                          "cr_service_services": [{"name": "O'Brien's $svc"}],
+                                          "cr_lease_agent_dir_windows": r"D:\O'Brien's data\cr $x"}),
     ],
     "cr_shared_ip/shared_ip.ps1.j2": [
         ("take", _shared_ip("present", "Ethernet0")),
