@@ -26,6 +26,8 @@ import time
 from collections import Counter
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from cr_orchestrator.errors import LabError
 from cr_orchestrator.testworld.lab import netns
@@ -145,8 +147,11 @@ def wait_until_whole(plan: LabPlan, *, timeout: float) -> None:
 
 
 def _client(host: str, port: int) -> redis.Redis:
+    # one try: redis-py 6 retries 3 times with back-off by default, which made a probe of
+    # a crashed node take seconds instead of PROBE_TIMEOUT_S
     return redis.Redis(host=host, port=port, socket_timeout=PROBE_TIMEOUT_S,
-                       socket_connect_timeout=PROBE_TIMEOUT_S, decode_responses=True)
+                       socket_connect_timeout=PROBE_TIMEOUT_S, decode_responses=True,
+                       retry=Retry(NoBackoff(), 0))
 
 
 def _sentinel_sees_all(host: str) -> bool:
