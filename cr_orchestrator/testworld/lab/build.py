@@ -63,6 +63,26 @@ def create_networks(plan: LabPlan, *, before: LabPlan | None = None) -> None:
              ns=primary.namespace)
 
 
+def remove_additions(plan: LabPlan, *, before: LabPlan) -> None:
+    """Undo what ``create_networks(plan, before=before)`` may have added (an earlier
+    attempt that died half-way): the new nodes' namespaces, switch ports, bridges and
+    root veths. What ``before`` has is left alone."""
+    old_links = {n.name: set(n.links) for n in before.nodes}
+    old_nets = {n.key for n in before.nets}
+    present = set(netns.namespaces(f"{plan.name}-"))
+    for node in plan.nodes:
+        if node.name not in old_links and node.namespace in present:
+            netns.kill_ns_processes(node.namespace)
+            netns.run(["ip", "netns", "del", node.namespace])
+        for lk in node.links:
+            if node.name in old_links and lk not in old_links[node.name]:
+                netns.ip("link", "del", lk.port, ns=plan.switch_ns, check=False)
+    for net in plan.nets:
+        if net.key not in old_nets:
+            netns.ip("link", "del", f"br-{net.key}", ns=plan.switch_ns, check=False)
+            netns.ip("link", "del", net.root_if, check=False)
+
+
 def configure_node(plan: LabPlan, node: Node) -> None:
     """Addresses, links up and routes of one node (also what heal after a crash redoes)."""
     cmds = ["link set lo up"]

@@ -114,6 +114,7 @@ class Lab:
         state = self.read_state()
         before = plan_lab(name=self.name, base=self.plan.base,
                           secondaries=state["secondaries"], windows=state["windows"])
+        build.remove_additions(self.plan, before=before)  # of an attempt that died half-way
         build.write_resolv_confs(self.plan)
         build.create_networks(self.plan, before=before)
         quorum.write_files(self.plan)
