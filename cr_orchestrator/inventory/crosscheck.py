@@ -143,7 +143,8 @@ def check_policy_fits(p: Problems, cluster: Cluster, cv: ClusterVars) -> None:
             f"{len(cluster.members) - 1} peer(s) see the primary, and a failure would never be "
             "confirmed"))
     for i, rset in enumerate(cluster.replica_sets):
-        if rset.every_s >= policy.max_replica_lag_s:
+        # a continuous set's freshness follows its batches, not its full pass
+        if rset.every_s >= policy.max_replica_lag_s and not rset.continuous:
             p.warn(cv.where("cr_replica_sets"), f"cr_replica_sets[{i}].every", (
                 f"replica set {rset.name!r} syncs every {rset.every_s:g}s, not more often than "
                 f"max_replica_lag ({policy.max_replica_lag_s:g}s): its copies become too stale "
