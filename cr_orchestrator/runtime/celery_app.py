@@ -55,6 +55,7 @@ def make_app(*, redis_url: str | None = None, prefix: str | None = None) -> Cele
     connection = redis_address.celery_settings(redis_address.parse(url))
     app.conf.update(
         broker_url=connection["broker_url"],
+        broker_transport=connection.get("broker_transport"),
         result_backend=connection["result_backend"],
         broker_connection_retry_on_startup=True,
         broker_connection_max_retries=None,  # a worker never gives up on its broker

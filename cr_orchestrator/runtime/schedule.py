@@ -9,6 +9,8 @@ entries of other origins are left alone.
 
 from __future__ import annotations
 
+import contextlib
+
 import logging
 from dataclasses import dataclass
 from datetime import timedelta
@@ -19,6 +21,7 @@ from celery.schedules import schedule as every
 from redbeat import RedBeatSchedulerEntry
 from redbeat.schedulers import RedBeatScheduler, get_redis
 
+from cr_orchestrator.state.redis_address import master_changing
 from cr_orchestrator.runtime.celery_app import site_queue
 from cr_orchestrator.model import Cluster, Topology
 from cr_orchestrator.state.cluster import ClusterState
@@ -221,6 +224,13 @@ class RedisTolerantScheduler(RedBeatScheduler):
     child: one Redis restart would stop the whole orchestrator. While Redis is away no
     task can be sent anyway, so a tick that cannot reach it says so and tries again in a
     second. A lock another beat now owns still ends this one (LockError is not caught).
+
+    With Sentinel, a master being replaced answers for a few seconds with errors that
+    are not connection errors: ``NOREPLICAS`` (its replicas left it for the new master,
+    so ``min-replicas-to-write`` refuses) and ``READONLY`` (it was demoted under an open
+    connection). They pass the same way, and the connections are dropped so that the
+    next tick asks the sentinels again; before this, each one ended beat and the
+    restarts' back-off kept the cluster without rounds for a minute.
     """
 
     def tick(self, *args, **kwargs):
@@ -229,3 +239,17 @@ class RedisTolerantScheduler(RedBeatScheduler):
         except (redis_lib.ConnectionError, redis_lib.TimeoutError) as exc:
             log.warning("beat: Redis unreachable (%s); trying again in 1 s", exc)
             return 1.0
+        except redis_lib.ResponseError as exc:
+            if not master_changing(exc):
+                raise
+            log.warning("beat: the Redis master is being replaced (%s); trying again in 1 s",
+                        str(exc).split(".")[0])
+            with contextlib.suppress(Exception):
+                client = get_redis(self.app)  # with Sentinel: asks the sentinels anew
+                client.connection_pool.disconnect()
+                if self.lock is not None:
+                    # RedBeat's lock keeps the client it was taken with, on the old
+                    # master; its key and token were replicated to the new one
+                    self.lock.redis = client
+            return 1.0
+

@@ -279,8 +279,9 @@ class ClusterState:
         """A write the master refused for want of good replicas is :class:`NotReplicated`."""
         try:
             yield
-        except redis.ResponseError as exc:
-            if not str(exc).startswith("NOREPLICAS"):
+        except (redis.ResponseError, redis_address.MasterChanging) as exc:
+            if not (isinstance(exc, redis_address.MasterChanging)
+                    or str(exc).startswith("NOREPLICAS")):
                 raise
             raise NotReplicated(f"{what} was refused by the Redis master (not enough good "
                                 "replicas): this orchestrator may be cut off from the "

@@ -25,6 +25,11 @@ from __future__ import annotations
 import urllib.parse
 from dataclasses import dataclass
 
+import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
+from redis.sentinel import Sentinel, SentinelManagedConnection
+
 from cr_orchestrator.errors import ConfigError
 
 SENTINEL_SCHEME = "redis-sentinel"
@@ -101,12 +106,39 @@ def sentinel_address(sentinels: str, master: str, *, what: str) -> str:
     return SentinelAddress(parse_sentinels(sentinels, what=what), master or "cr").text
 
 
-def client(address: RedisAddress, *, decode_responses: bool = False):
-    """A redis-py client for ``address`` with short timeouts and re-discovery on failure."""
-    import redis
-    from redis.backoff import ExponentialBackoff
-    from redis.retry import Retry
+# Answers of a Redis master that is losing its role in a Sentinel failover: NOREPLICAS
+# (its replicas left it for the new master and min-replicas-to-write refuses), READONLY
+# (demoted under an open connection), MASTERDOWN.
+MASTER_CHANGING = ("NOREPLICAS", "READONLY", "MASTERDOWN")
 
+
+def master_changing(exc: BaseException) -> bool:
+    return isinstance(exc, redis.ResponseError) and str(exc).startswith(MASTER_CHANGING)
+
+
+class MasterChanging(redis.ConnectionError):
+    """The master answered as one losing its role (a Sentinel failover in progress)."""
+
+
+class QuorumManagedConnection(SentinelManagedConnection):
+    """redis-py's Sentinel-managed connection, for which a master losing its role is a
+    lost connection: dropped, so that the next connect asks the sentinels again. redis-py
+    does this for READONLY only; a master whose replicas just left it answers NOREPLICAS
+    for seconds before it is demoted, and every client that kept a connection to it
+    (Celery's included) failed instead of moving on to the new master."""
+
+    def read_response(self, *args, **kwargs):
+        try:
+            return super().read_response(*args, **kwargs)
+        except redis.ResponseError as exc:
+            if not master_changing(exc):
+                raise
+            self.disconnect()
+            raise MasterChanging(f"the Redis master is being replaced: {exc}") from exc
+
+
+def client(address: RedisAddress, *, decode_responses: bool = False) -> redis.Redis:
+    """A redis-py client for ``address`` with short timeouts and re-discovery on failure."""
     # 6 tries spaced 0.1 .. 1 s: spans a Sentinel failover's switch (a few seconds)
     # without hanging a probe round for long when Redis is really gone.
     retry = Retry(ExponentialBackoff(cap=1.0, base=0.1), 6)
@@ -115,12 +147,11 @@ def client(address: RedisAddress, *, decode_responses: bool = False):
               "decode_responses": decode_responses}
     if isinstance(address, PlainAddress):
         return redis.Redis.from_url(address.url, health_check_interval=30, **common)
-    from redis.sentinel import Sentinel
-
     sentinel = Sentinel(list(address.sentinels),
                         sentinel_kwargs={"socket_timeout": 1.0, "socket_connect_timeout": 1.0},
                         db=address.db)
-    return sentinel.master_for(address.master, **common)
+    return sentinel.master_for(address.master, connection_class=QuorumManagedConnection,
+                               **common)
 
 
 def celery_settings(address: RedisAddress) -> dict:
@@ -143,6 +174,9 @@ def celery_settings(address: RedisAddress) -> dict:
                         "health_check_interval": 10}
     return {
         "broker_url": hosts,
+        # kombu's Sentinel transport, but a master losing its role is a lost connection
+        # (runtime/broker.py); named, not imported: state/ does not depend on Celery
+        "broker_transport": "cr_orchestrator.runtime.broker:QuorumSentinelTransport",
         "result_backend": hosts,
         "broker_transport_options": sentinel_options,
         "result_backend_transport_options": dict(sentinel_options),

@@ -78,6 +78,10 @@ class LocalQuorum:
         argv = ["redis-server", "--port", str(port), "--bind", self.host, "--dir", str(data),
                 "--save", "", "--appendonly", "yes", "--appendfsync", "everysec",
                 "--maxmemory-policy", "noeviction",
+                # a replica moved to a new master syncs now, not after 5 s of waiting
+                # for others (the default): until then the new master has no good
+                # replica and min-replicas-to-write refuses every write
+                "--repl-diskless-sync-delay", "0",
                 # a master cut off from every replica stops taking writes
                 "--min-replicas-to-write", "1",
                 "--min-replicas-max-lag", str(MIN_REPLICAS_MAX_LAG_S)]

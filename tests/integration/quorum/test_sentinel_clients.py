@@ -87,9 +87,12 @@ def test_a_master_without_replicas_refuses_to_ground_an_action(quorum):
             quorum.kill(port, signal.SIGCONT)
 
 
-def test_the_orchestrator_keeps_deciding_through_a_master_crash(quorum, tmp_path):
-    """Worker, beat and the probe rounds' state writes all on the Sentinel URL: rounds
-    go on recording decisions on the new master after the old one is SIGKILLed."""
+@pytest.mark.parametrize("how", ["crash", "demoted"])
+def test_the_orchestrator_keeps_deciding_through_a_master_change(quorum, tmp_path, how):
+    """Worker (broker and results), beat and the probe rounds' state writes all on the
+    Sentinel URL: rounds go on recording decisions on the new master after the old one
+    is SIGKILLed ("crash"), or stays up as a replica answering READONLY to every
+    connection still open to it ("demoted": SENTINEL FAILOVER)."""
     inventory = tmp_path / "hosts.yml"
     inventory.write_text(UNREACHABLE_INVENTORY)
     proc = subprocess.Popen(
@@ -104,13 +107,19 @@ def test_the_orchestrator_keeps_deciding_through_a_master_crash(quorum, tmp_path
 
         old = quorum.master_port()
         _wait(lambda: last_round(old) > 0, 40, "a first probe round")
-        quorum.kill(old)
         killed_at = time.time()
+        if how == "crash":
+            quorum.kill(old)
+        else:
+            subprocess.run(["redis-cli", "-p", str(quorum.sentinel_ports[0]), "SENTINEL",
+                            "FAILOVER", "cr"], check=True, capture_output=True)
         new = quorum.wait_for_new_master(old)
+        if how == "demoted":
+            _wait(lambda: quorum.role(old) == "slave", 40, f"{old} to become a replica")
         _wait(lambda: last_round(new) > killed_at + 1, 60,
               "a probe round recorded on the new master")
         print(f"\nrounds recorded again {last_round(new) - killed_at:.1f} s after the master "
-              "was killed")
+              f"change ({how})")
         assert proc.poll() is None, "crctl run must not exit when its Redis master dies"
     finally:
         proc.send_signal(signal.SIGTERM)
