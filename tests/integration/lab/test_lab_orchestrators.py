@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import ipaddress
 import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -21,6 +23,7 @@ from .helpers import tcp_from
 pytestmark = pytest.mark.lab
 
 NODES = ("orch-a", "orch-b", "witness")
+CRCTL = str(Path(sys.executable).with_name("crctl"))
 
 
 def _wait(predicate, timeout: float, what: str, *, every: float = 0.05) -> float:
@@ -56,6 +59,9 @@ def test_the_sentinels_agree_on_orch_a_and_its_replicas_take_no_writes(olab):
     assert ipaddress.ip_address(olab.quorum_address("witness")) in witness_net
     assert tcp_from(olab, "orch-a", olab.quorum_address("witness"), 26379)
     assert tcp_from(olab, "orch-b", olab.quorum_address("witness"), 26379)
+    shown = subprocess.run([CRCTL, "lab", "orch", "master", "--name", olab.name],
+                           capture_output=True, text=True, timeout=60)
+    assert shown.returncode == 0 and "majority: orch-a" in shown.stdout, shown.stderr
 
 
 def test_killing_the_master_makes_orch_b_master_within_seconds(olab):
