@@ -109,9 +109,9 @@ def format_status(st: dict) -> str:
               f"{st['dns']['resolves_to']}",
               f"client namespace: {st['client']}"]
     if st.get("quorum"):
-        lines += ["", f"{'NODE':9} {'SITE':8} {'ADDRESS':15} {'REDIS':10} {'SENTINEL NAMES':15} "
+        lines += ["", f"{'NODE':9} {'SITE':8} {'ADDRESS':15} {'REDIS':20} {'SENTINEL NAMES':15} "
                   "CRCTL RUN"]
-        lines += [f"{r['node']:9} {r['site']:8} {r['address']:15} {r['redis']:10} "
+        lines += [f"{r['node']:9} {r['site']:8} {r['address']:15} {r['redis']:20} "
                   f"{r['sentinel_names']:15} {r['crctl_run']}" for r in st["quorum"]]
     if st["faults_of_sites"]:
         lines += ["", "site faults: " + "; ".join(f"{site}: {', '.join(modes)}" for site, modes
