@@ -31,7 +31,11 @@ STOP_WAIT_S = 30.0  # crctl run's own --stop-timeout is 20 s
 
 def environment(plan: LabPlan, node: str, overrides: Mapping[str, str]) -> dict[str, str]:
     d = quorum.node_dir(plan, node)
-    env = {"CR_REDIS_SENTINELS": ",".join(quorum.sentinel_addresses(plan)),
+    # its own site's sentinel first, as a real node would list them: redis-py asks them in
+    # order, and a cut-off remote one would cost a connect timeout on every discovery
+    own = f"{quorum.address(plan, node)}:{quorum.SENTINEL_PORT}"
+    sentinels = [own] + [s for s in quorum.sentinel_addresses(plan) if s != own]
+    env = {"CR_REDIS_SENTINELS": ",".join(sentinels),
            "CR_REDIS_MASTER": quorum.MASTER_NAME, "CR_PREFIX": "cr",
            "CR_SSH_CONTROL_DIR": f"{d}/ssh", "CR_ARTIFACTS": f"{d}/runs",
            "CR_LAB_NAME": plan.name}
