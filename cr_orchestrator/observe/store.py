@@ -57,6 +57,45 @@ def from_json(text: str | bytes) -> Observation:
         error=None if raw.get("error") is None else str(raw["error"]), detail=detail)
 
 
+_PARSED: dict[bytes | str, Observation] = {}
+PARSED_KEPT = 20000  # a round re-reads its whole window; parse each stored entry once
+
+
+def _parsed(entry: bytes | str, since: float | None = None) -> Observation | None:
+    """:func:`from_json`, remembered per process by the stored text (which never changes:
+    an entry is written once and trimmed later; an Observation is not modified). None for
+    an entry older than ``since``: not worth parsing (most of a shared host's list)."""
+    observation = _PARSED.get(entry)
+    if observation is None:
+        if since is not None and (at := _stored_at(entry)) is not None and at < since:
+            return None
+        observation = from_json(entry)
+        if len(_PARSED) >= PARSED_KEPT:
+            _PARSED.clear()  # cheaper than an LRU here: a cleared cache refills in a round
+        _PARSED[entry] = observation
+    return observation
+
+
+_AT = b',"at":'
+
+
+def _stored_at(entry: bytes | str) -> float | None:
+    """The ``at`` of a stored observation without parsing it all (None: cannot tell).
+
+    :func:`to_json` writes ``at`` after four strings; a quote inside a JSON string is
+    escaped, so the first ``,"at":`` is the key itself."""
+    raw = entry.encode() if isinstance(entry, str) else entry
+    start = raw.find(_AT)
+    if start < 0:
+        return None
+    start += len(_AT)
+    end = raw.find(b",", start)
+    try:
+        return float(raw[start:end if end >= 0 else len(raw)])
+    except ValueError:
+        return None
+
+
 class ObservationStore:
     """Bounded per-host observation history in Redis."""
 
@@ -106,12 +145,12 @@ class ObservationStore:
         result: list[Observation] = []
         for index, entry in enumerate(entries):
             try:
-                observation = from_json(entry)
+                observation = _parsed(entry, since)
             except (ValueError, KeyError, TypeError) as exc:
                 log.warning("skipping malformed observation #%d in Redis key %s: %s",
                             index, key, exc)
                 continue
-            if since is None or observation.at >= since:
+            if observation is not None and (since is None or observation.at >= since):
                 result.append(observation)
         result.reverse()
         return result

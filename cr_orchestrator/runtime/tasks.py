@@ -7,6 +7,7 @@ cluster lock before it acts.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from pathlib import Path
@@ -55,8 +56,21 @@ def topology_for(inventory_path: str) -> Topology:
     return topology
 
 
+_CLIENTS: dict[tuple[int, str], object] = {}
+
+
+def _redis_client(url: str):
+    """One client (and connection pool) per worker process: a new one per round cost a
+    TCP connection per round (bench/scale.py)."""
+    key = (os.getpid(), url)
+    with _CACHE_LOCK:
+        if key not in _CLIENTS:
+            _CLIENTS[key] = connect(url)
+        return _CLIENTS[key]
+
+
 def make_env(inventory_path: str) -> cycle.Env:
-    return cycle.Env(topology=topology_for(inventory_path), redis=connect(app.conf.cr_redis_url),
+    return cycle.Env(topology=topology_for(inventory_path), redis=_redis_client(app.conf.cr_redis_url),
                      prefix=app.conf.cr_prefix,
                      vault_password_file=runtime().vault_password_file)
 
