@@ -79,7 +79,9 @@ def describe_policy(policy: Policy) -> str:
             f"failures from {policy.required_vantages} vantages, {policy.restart_attempts} "
             f"restart(s) before failover, at most {policy.max_failovers} failovers per "
             f"{duration(policy.failover_period_s)}, max replica lag "
-            f"{duration(policy.max_replica_lag_s)}")
+            f"{duration(policy.max_replica_lag_s)}, lease {duration(policy.lease_ttl)} renewed "
+            f"every {duration(max(policy.lease_renew, policy.probe_interval_s))} (promotion "
+            f"waits {duration(policy.promotion_wait)} after the last renewal)")
 
 
 def describe_failback(policy: Policy) -> str:
