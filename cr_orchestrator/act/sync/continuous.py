@@ -26,8 +26,12 @@ def watch_command(path: str) -> str:
     """Shell text run on the primary: one ``EVENTS PATH`` line per change (event names
     hold no space, so the first space ends them), and the
     ``Watches established.`` line (stderr joined in) once every directory is watched."""
-    return (f"exec inotifywait -m -r --format '%e %w%f' -e {EVENTS} "
-            f"-- {shlex.quote(path.rstrip('/') or '/')} 2>&1")
+    # The watch ends with the ssh session: its stdin (kept open by the orchestrator)
+    # reaches EOF then. Without this, an idle inotifywait would outlive the session
+    # until its next event (only a write tells it that nobody reads).
+    return (f"inotifywait -m -r --format '%e %w%f' -e {EVENTS} "
+            f"-- {shlex.quote(path.rstrip('/') or '/')} 2>&1 & w=$!; "
+            "cat >/dev/null; kill $w 2>/dev/null; wait $w")
 
 
 @dataclass(frozen=True)

@@ -141,7 +141,8 @@ class SetWatcher:
         argv = rsync.outer_ssh_argv(ssh=host.ssh, address=host.management_address,
                                     command=continuous.watch_command(root),
                                     control_dir=self.control_dir)
-        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        # stdin stays open and unwritten: its EOF on the primary ends the watch there
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.DEVNULL, text=True, bufsize=1)
         lines: queue.Queue[tuple[float, str | None]] = queue.Queue()
         threading.Thread(target=_read_lines, args=(self.proc, lines, self.clock),
