@@ -48,6 +48,7 @@ def run_campaign(*, lab, seeds: list[int], profile: Profile, directory: Path,
                     f"{result.longest_outage_s:.1f} s, {time.monotonic() - started:.0f} s)")
             write(directory, outcome, command=command, replay=replay)
     finally:
+        world.close()
         quorum.stop()
     return outcome
 
