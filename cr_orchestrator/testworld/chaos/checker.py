@@ -97,9 +97,10 @@ def judge_schedule(ev: Evidence) -> Verdict:
                            f"{ev.primary}: seq {', '.join(map(str, mail.duplicated[:10]))}"))
     convergence = (ev.converged_at - ev.last_heal_at) if ev.converged_at is not None else None
     if convergence is None or convergence > CONVERGENCE_BOUND_S:
-        violations.append(("convergence", "not converged" if convergence is None else
-                           f"converged {convergence:.1f} s after the last heal") +
-                          f" (bound {CONVERGENCE_BOUND_S:.0f} s); primary {ev.primary}")
+        when = ("not converged" if convergence is None else
+                f"converged {convergence:.1f} s after the last heal")
+        violations.append(("convergence", f"{when} (bound {CONVERGENCE_BOUND_S:.0f} s); "
+                           f"primary {ev.primary}"))
     return Verdict(
         seed=ev.seed, profile=ev.profile, disk_lost=ev.disk_lost, schedule=ev.schedule,
         acknowledged=mail.acknowledged,

@@ -138,18 +138,19 @@ def agents_running(lab) -> list[str]:
 
 
 def start_agents(lab, inventory: str) -> None:
-    """The lease agents running on every member (through the role, as an operator would
-    install them). An agent started right after `crctl run` started was seen to be gone
-    a moment later, without a word in its log: the role is run again for those."""
-    for _ in range(3):
-        result = run_playbook(playbook="lease_agent", inventory=inventory, timeout_s=120,
-                              extravars={"cr_cluster": "mail", "cr_lease_agent_state": "started"})
-        if not result.ok:
-            raise RuntimeError(f"lease agents not installed: {result.summary}")
-        time.sleep(2)
-        if len(agents_running(lab)) == len(MAIL_HOSTS):
-            return
-    raise RuntimeError(f"lease agents running only on {agents_running(lab)} after 3 installs")
+    """The lease agents running on every member, installed through the role as an
+    operator would (an agent the role reports started but that is gone is an error: the
+    first campaign runs found that, roles/cr_lease_agent now starts it under nohup)."""
+    result = run_playbook(playbook="lease_agent", inventory=inventory, timeout_s=120,
+                          extravars={"cr_cluster": "mail", "cr_lease_agent_state": "started"})
+    if not result.ok:
+        raise RuntimeError(f"lease agents not installed: {result.summary}")
+    try:
+        wait_until("a lease agent running on every member",
+                   lambda: len(agents_running(lab)) == len(MAIL_HOSTS), timeout_s=5)
+    except TimeoutError:
+        raise RuntimeError(f"the role started the lease agents, but only "
+                           f"{agents_running(lab)} run a moment later") from None
 
 
 def stop_agents(lab) -> None:
