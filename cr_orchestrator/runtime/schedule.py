@@ -218,6 +218,10 @@ def routing(topology: Topology, inventory_path: str, *, redis_client: redis_lib.
 
 
 class RedisTolerantScheduler(RedBeatScheduler):
+    # The lock is taken by tick (_take_lock), not by RedBeat's blocking beat_init handler
+    # (disconnected below): a standby beat then waits tick by tick, each time through the
+    # master the sentinels name now, instead of blocking on the one it first asked.
+
     """RedBeat's scheduler riding out a Redis restart (what `crctl run` starts beat with).
 
     RedBeat lets a connection error of its tick end beat, and `crctl run` stops with its
@@ -234,6 +238,8 @@ class RedisTolerantScheduler(RedBeatScheduler):
     """
 
     def tick(self, *args, **kwargs):
+        if self.lock_key and self.lock is None and not self._take_lock():
+            return 1.0  # standby: another beat holds the lock
         try:
             return super().tick(*args, **kwargs)
         except (redis_lib.ConnectionError, redis_lib.TimeoutError) as exc:
@@ -253,3 +259,36 @@ class RedisTolerantScheduler(RedBeatScheduler):
                     self.lock.redis = client
             return 1.0
 
+    def _take_lock(self) -> bool:
+        """RedBeat takes its lock once, blocking, when beat starts; if that fails (the
+        master it asked died or was cut off: a standby beat on the surviving site) beat
+        would tick without a lock and end on its first extend, and a beat restarted in
+        the middle of a partition blocks on the unreachable master. Here a tick without
+        the lock tries to take it, without blocking, through a fresh client (with
+        Sentinel: the master the sentinels name now)."""
+        from redbeat.schedulers import LUA_EXTEND_TO_SCRIPT
+
+        try:
+            client = get_redis(self.app)
+            lock = client.lock(self.lock_key, timeout=self.lock_timeout,
+                               sleep=self.max_interval)
+            lock.lua_extend = client.register_script(LUA_EXTEND_TO_SCRIPT)
+            if not lock.acquire(blocking=False):
+                return False
+        except (redis_lib.ConnectionError, redis_lib.TimeoutError,
+                redis_lib.ResponseError) as exc:
+            log.warning("beat: cannot take the beat lock now (%s); trying again in 1 s", exc)
+            return False
+        log.info("beat: acquired the lock")
+        self.lock = lock
+        return True
+
+
+def _lock_on_tick_only() -> None:
+    from celery.signals import beat_init
+    from redbeat.schedulers import acquire_distributed_beat_lock
+
+    beat_init.disconnect(acquire_distributed_beat_lock)
+
+
+_lock_on_tick_only()

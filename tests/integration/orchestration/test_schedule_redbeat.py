@@ -83,3 +83,47 @@ def test_crctl_run_marks_its_sites_alive_and_re_routes_when_one_goes(redis_clien
     mark_sites_alive(redis_client, prefix, ["site-b"], "cr-site-b")
     assert alive_sites(topology, redis_client, prefix) == frozenset({"site-b"})
     assert 0 < redis_client.pttl(site_alive_key(prefix, "site-b")) <= 5000
+
+
+def test_two_beats_one_sends_and_the_standby_takes_over_when_it_dies(app, prefix, tmp_path):
+    """Two beats on one schedule: only the one holding RedBeat's lock sends; SIGKILL it
+    and the standby (which waits tick by tick, never blocked on a lock call) sends
+    within the lock's timeout."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from cr_orchestrator.runtime.celery_app import REDBEAT_LOCK_TIMEOUT_S
+
+    sync_schedule(app, make_topology(probe_interval_s=1.0, sets={}), "/inv/hosts.yml")
+    env = {**os.environ, "CR_REDIS_URL": REDIS_URL, "CR_PREFIX": prefix}
+    logs = [tmp_path / f"beat{i}.log" for i in range(2)]
+    beats = [subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "cr_orchestrator.runtime.celery_app", "beat",
+         "-S", "cr_orchestrator.runtime.schedule.RedisTolerantScheduler", "--max-interval", "1",
+         "--loglevel", "INFO", "-s", str(tmp_path / f"beat{i}.db")],
+        env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT) for i, log in enumerate(logs)]
+
+    def sent(i: int) -> int:
+        return logs[i].read_text().count("Sending due task cr.probe.mail")
+
+    try:
+        deadline = time.monotonic() + 30
+        while sent(0) + sent(1) < 4 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        active = 0 if sent(0) else 1
+        standby = 1 - active
+        assert sent(active) >= 4 and sent(standby) == 0, (sent(0), sent(1))
+        beats[active].send_signal(signal.SIGKILL)
+        killed = time.monotonic()
+        while not sent(standby) and time.monotonic() - killed < REDBEAT_LOCK_TIMEOUT_S + 10:
+            time.sleep(0.2)
+        took = time.monotonic() - killed
+        assert sent(standby), logs[standby].read_text()[-2000:]
+        print(f"\nstandby beat sent its first round {took:.1f} s after the active one was killed")
+    finally:
+        for beat in beats:
+            beat.kill()
+            beat.wait()
