@@ -47,6 +47,12 @@ def default_control_dir() -> Path:
     return runtime().control_dir()
 
 
+@functools.lru_cache(maxsize=256)
+def _split_args(common_args: str) -> tuple[str, ...]:
+    """``ansible_ssh_common_args`` as words (shlex is slow enough to show in a round)."""
+    return tuple(shlex.split(common_args))
+
+
 def build_ssh_command(*, host: Host, control_dir: Path, connect_timeout_s: float,
                       remote_command: str) -> list[str]:
     """The exact ssh argv for running ``remote_command`` on ``host``."""
@@ -68,7 +74,7 @@ def build_ssh_command(*, host: Host, control_dir: Path, connect_timeout_s: float
     if settings.private_key_file:
         argv += ["-i", settings.private_key_file, "-o", "IdentitiesOnly=yes"]
     if settings.common_args:
-        argv += shlex.split(settings.common_args)
+        argv += _split_args(settings.common_args)
     if not any("StrictHostKeyChecking" in a for a in argv):
         argv += ["-o", "StrictHostKeyChecking=accept-new"]
     argv += [host.management_address, remote_command]
