@@ -260,6 +260,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _watchers(client, prefix: str, node: str, topology_of, vault_password_file):
     from cr_orchestrator.act.changes import Env, sync_sets
+    from cr_orchestrator.errors import StateError
+    from cr_orchestrator.runtime.cycle import serving_elsewhere
     from cr_orchestrator.act.sync.watcher import (SetWatcher, WatcherSupervisor,
                                                   WindowsSetWatcher, is_linux_set)
     from cr_orchestrator.state.cluster import ClusterState
@@ -268,10 +270,19 @@ def _watchers(client, prefix: str, node: str, topology_of, vault_password_file):
     def make(topology, cluster, rs) -> SetWatcher | WindowsSetWatcher:
         env = Env(topology=topology, redis=client, prefix=prefix,
                   vault_password_file=vault_password_file)
-        kind = SetWatcher if is_linux_set(topology, cluster, rs) else WindowsSetWatcher
-        return kind(topology=topology, cluster=cluster, replica_set=rs,
-                    state=ClusterState(client, prefix), store=FreshnessStore(client, prefix),
-                    full_pass=lambda: sync_sets(env, cluster, sets=[rs.name]))
+        def full_pass() -> object:
+            if serving := serving_elsewhere(env, cluster):  # as the scheduled sync_set task
+                raise StateError(f"{', '.join(serving)} serve(s) without being primary "
+                                 "(waiting for the demotion)")
+            return sync_sets(env, cluster, sets=[rs.name])
+
+        common = dict(topology=topology, cluster=cluster, replica_set=rs,
+                      state=ClusterState(client, prefix), store=FreshnessStore(client, prefix),
+                      full_pass=full_pass)
+        if not is_linux_set(topology, cluster, rs):
+            return WindowsSetWatcher(**common)
+        # as the scheduled sync: nothing is copied into a member that serves undemoted
+        return SetWatcher(**common, serving_elsewhere=lambda: serving_elsewhere(env, cluster))
 
     return WatcherSupervisor(topology_of=topology_of, make_watcher=make, redis_client=client,
                              prefix=prefix, node=node)

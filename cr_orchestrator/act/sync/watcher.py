@@ -73,12 +73,18 @@ class SetWatcher:
                  full_pass: Callable[[], object], inner_key_file: str | None = None,
                  ssh_control_dir: str | None = None,
                  on_batch: Callable[[list[BatchResult]], None] | None = None,
+                 serving_elsewhere: Callable[[], list[str]] | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         self.topology, self.cluster, self.rs = topology, cluster, replica_set
         self.state, self.store, self.full_pass = state, store, full_pass
         self.inner_key_file = inner_key_file
         self.control_dir = ssh_control_dir or default_control_dir()
         self.on_batch = on_batch or (lambda results: None)
+        # members serving without being the primary (not demoted yet): no batch goes there
+        self.serving_elsewhere = serving_elsewhere or (lambda: [])
+        # host -> the cut of a batch it did not get: only a full pass started later
+        # vouches for it again
+        self.missed_at: dict[str, float] = {}
         self.clock = clock
         self.locks = TargetPathLock(store.redis, store.prefix)
         self.stopping = threading.Event()
@@ -215,13 +221,23 @@ class SetWatcher:
         try:
             with self.state.lock(cluster=self.cluster.name, replica_set=self.rs.name,
                                  ttl_s=LOCK_TTL_S, wait_s=0.0):
+                serving = set(self.serving_elsewhere())
                 results = [self._send_one(source, epoch, target, paths, cut_at=cut_at)
+                           if target.host not in serving else self._hold(target, cut_at)
                            for target in self._plan().targets]
         except LockBusy:
             return False
+        for result in results:
+            if not result.ok:  # whatever failed (lock, ssh, rsync, a hold)
+                self.missed_at[result.host] = result.cut_at
         self.batches += 1
         self.on_batch(results)
         return True
+
+    def _hold(self, target: TargetPlan, cut_at: float) -> BatchResult:
+        return BatchResult(target.host, False, None, cut_at,
+                           f"{target.host} serves without being the primary: no batch goes "
+                           "there before its demotion")
 
     def _send_one(self, source: str, epoch: int, target: TargetPlan, paths: list[str], *,
                   cut_at: float) -> BatchResult:
@@ -274,6 +290,11 @@ class SetWatcher:
             return
         if record.last_success_started_at is not None and fresh_from <= record.last_success_started_at:
             return
+        missed = self.missed_at.get(host)
+        if missed is not None:
+            if (record.last_success_started_at or 0.0) <= missed:
+                return  # a batch it did not get: waiting for a full pass
+            del self.missed_at[host]
         self.store.record_success(cluster=self.cluster.name, set_name=self.rs.name, host=host,
                                   source=source, epoch=epoch, started_at=fresh_from,
                                   ended_at=self.clock(), bytes_sent=bytes_sent, files=files)
