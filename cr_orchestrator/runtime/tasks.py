@@ -75,7 +75,9 @@ def make_env(inventory_path: str) -> cycle.Env:
                      vault_password_file=runtime().vault_password_file)
 
 
-@app.task(name="cr.probe_round")
+# ignore_result: nobody waits for a round; each stored result cost Redis writes and an hour
+# of memory (360 000 keys an hour at 100 clusters, bench/scale.py).
+@app.task(name="cr.probe_round", ignore_result=True)
 def probe_round(cluster: str, inventory_path: str) -> dict:
     """Observe → decide → act for one cluster (scheduled every probe interval)."""
     env = make_env(inventory_path)
