@@ -325,6 +325,7 @@ def main() -> int:
     parser.add_argument("--cpu-seconds", type=float, default=30.0,
                         help="window of each CPU run (30)")
     parser.add_argument("--cpu-only", action="store_true", help="only the CPU runs")
+    parser.add_argument("--no-cpu", action="store_true", help="only latency and RPO")
     args = parser.parse_args()
     lab = Lab.load(name=lab_from_env()[0])
     from cr_orchestrator.inventory import load_topology
@@ -353,7 +354,7 @@ def main() -> int:
         say(f"  RPO over {len(r.rpo)} disk-lost moments: p50 {pct(rpos, 0.5):.2f} s, p95 "
             f"{pct(rpos, 0.95):.2f} s, max {max(rpos, default=float('nan')):.2f} s of mail; "
             f"messages lost per moment: {', '.join(str(n) for _s, n in r.rpo)}")
-    for rate in (20.0, 200.0):
+    for rate in () if args.no_cpu else (20.0, 200.0):
         base_host = base_orch = 0.0
         for mode in ("none", "continuous", "interval"):
             host, orch, count, got = cpu_run(lab, topo, redis_client, mode=mode, rate=rate,
