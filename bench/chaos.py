@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import shlex
+import signal
 import sys
 from pathlib import Path
 
@@ -73,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     except LabError as exc:
         print(f"bench/chaos.py: {exc}", file=sys.stderr)
         return 2
+    # stopped with SIGTERM (a campaign in the background): leave the lab clean, as a ^C does
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     command = "sudo .venv/bin/python bench/chaos.py " + shlex.join(argv)
     replay = (f"sudo .venv/bin/python bench/chaos.py --lab {args.lab} --base {args.base} "
               f"--profile {args.profile.name} --out /var/tmp/chaos-replay --replay {{seed}}")

@@ -105,6 +105,16 @@ def _site_fault(mode: str) -> tuple[Callable, Callable]:
     return do, undo
 
 
+def _stop_service(world: World, record: Applied) -> str:
+    """The service dies on its own. Not the lab's ``service`` fault: its heal starts the
+    service again wherever it was stopped, also on a host demoted meanwhile, which is an
+    outside hand starting a second server that no orchestrator could have prevented."""
+    lab = world.lab
+    lab.run_on(record.victim, [lab.mailctl, "stop"], check=True)  # type: ignore[attr-defined]
+    record.healed_at = record.applied_at
+    return "mail service stopped (nothing restarts it by itself)"
+
+
 def _kill(child: str) -> Callable:
     def do(world: World, record: Applied) -> str:
         pid = world.orch.kill_child(child)  # type: ignore[attr-defined]
@@ -133,7 +143,8 @@ def _restart_redis(world: World, record: Applied) -> str:
 
 ACTIONS: dict[str, tuple[Callable, Callable | None]] = {
     **{mode: _host_fault(mode) for mode in
-       ("crash", "link", "service", "freeze", "loss", "isolate", "asymmetric")},
+       ("crash", "link", "freeze", "loss", "isolate", "asymmetric")},
+    "service": (_stop_service, None),
     "site_crash": _site_fault("crash"),
     "site_isolate": _site_fault("isolate"),
     "worker_killed": (_kill("worker"), None),

@@ -43,7 +43,9 @@ class FaultKind:
 KINDS: tuple[FaultKind, ...] = (
     FaultKind("crash", HOST_ROLES, lasts=True, weight=5, host_crash=True),
     FaultKind("link", HOST_ROLES, lasts=True, weight=2),
-    FaultKind("service", (Target.PRIMARY, Target.SECONDARY), lasts=True, weight=2),
+    # the primary's service dies; nothing but the orchestrator starts it again (the
+    # lab's services start manually): a secondary's service does not run to be stopped
+    FaultKind("service", (Target.PRIMARY,), lasts=False, weight=2),
     FaultKind("freeze", HOST_ROLES, lasts=True, weight=2),
     FaultKind("loss", HOST_ROLES, lasts=True, weight=1),
     FaultKind("isolate", HOST_ROLES, lasts=True, weight=1),
