@@ -29,6 +29,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import redis as redis_lib
@@ -222,9 +223,16 @@ class SetWatcher:
             with self.state.lock(cluster=self.cluster.name, replica_set=self.rs.name,
                                  ttl_s=LOCK_TTL_S, wait_s=0.0):
                 serving = set(self.serving_elsewhere())
-                results = [self._send_one(source, epoch, target, paths, cut_at=cut_at)
-                           if target.host not in serving else self._hold(target, cut_at)
-                           for target in self._plan().targets]
+                targets = self._plan().targets
+
+                def one(target: TargetPlan) -> BatchResult:
+                    if target.host in serving:
+                        return self._hold(target, cut_at)
+                    return self._send_one(source, epoch, target, paths, cut_at=cut_at)
+
+                # targets in parallel, as the full pass: a slow one must not delay the others
+                with ThreadPoolExecutor(max_workers=max(1, len(targets))) as pool:
+                    results = list(pool.map(one, targets))
         except LockBusy:
             return False
         for result in results:
