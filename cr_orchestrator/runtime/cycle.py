@@ -271,6 +271,17 @@ def serving_elsewhere(env: Env, cluster: Cluster) -> list[str]:
     return sorted((serving | _answered_lately(env, cluster)) - {primary})
 
 
+def source_unreachable(env: Env, cluster: Cluster) -> str | None:
+    """The live primary's host health word from the last round when it is not up
+    ("host down", "host suspect"), else None: a sync from it would only wait out its
+    ssh connect timeout, holding a worker process that the rounds deciding the failover
+    need (and a set lock the promotion then waits for)."""
+    decision = env.state.last_decision(cluster.name) or {}
+    primary = env.state.primary(cluster.name)
+    word = (decision.get("members") or {}).get(primary or "")
+    return word if word and word.startswith("host ") else None
+
+
 def _answered_lately(env: Env, cluster: Cluster) -> set[str]:
     from cr_orchestrator.observe.health import Health
     from cr_orchestrator.observe.store import ObservationStore

@@ -108,6 +108,10 @@ def sync_set(cluster: str, replica_set: str, inventory_path: str) -> dict:
     c = env.topology.cluster(cluster)
     # Syncs go on while a cluster is paused: pausing stops topology changes, not the
     # copies that keep the secondaries ready for the operator's own decision.
+    unreachable = cycle.source_unreachable(env, c)
+    if unreachable:
+        return {"ok": True, "summary": f"not syncing {replica_set} of {cluster} now: its "
+                                        f"source, the primary, is {unreachable} (last round)"}
     serving = cycle.serving_elsewhere(env, c) or cycle.answering_now(env, c)
     if serving:
         return {"ok": True, "summary": f"not syncing {replica_set} of {cluster} now: "

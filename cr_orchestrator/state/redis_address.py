@@ -35,7 +35,10 @@ from cr_orchestrator.errors import ConfigError
 SENTINEL_SCHEME = "redis-sentinel"
 DEFAULT_SENTINEL_PORT = 26379
 SOCKET_TIMEOUT_S = 5.0
-CONNECT_TIMEOUT_S = 3.0
+# A connect on a LAN answers in ms or is refused; a master whose whole site died answers
+# nothing, and every retry of every client would wait this long for it.
+CONNECT_TIMEOUT_S = 1.5
+BEAT_SOCKET_TIMEOUT_S = 2.0  # RedBeat's Sentinel client takes one timeout for both
 WAIT_TIMEOUT_MS = 2000  # a replica on a healthy LAN answers in ms; longer is a partition
 
 
@@ -186,7 +189,11 @@ def celery_settings(address: RedisAddress) -> dict:
             "sentinels": [list(s) for s in address.sentinels],
             "service_name": address.master,
             "db": address.db,
-            "socket_timeout": SOCKET_TIMEOUT_S,
-            "retry_period": 60,  # RedBeat retries a lost connection (re-asking sentinels)
+            "socket_timeout": BEAT_SOCKET_TIMEOUT_S,
+            "sentinel_kwargs": {"socket_timeout": 1.0},
+            # no retry_period: RedBeat's own retries back off exponentially up to 30 s
+            # inside one tick (a beat on the surviving site sent nothing for half a
+            # minute after the master's site died); our tick gives up on the call, waits
+            # a second and asks the sentinels again (runtime/schedule.py)
         },
     }

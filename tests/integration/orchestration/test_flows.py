@@ -625,3 +625,12 @@ def test_the_journal_follows_the_playbook_and_a_resume_says_where_it_had_got(env
     assert resumed[0]["step"] == "old primary fenced"
     assert "(the first run had reached: old primary fenced)" in resumed[0]["reason"]
     assert env.state.change("mail") is None  # done: the journal is closed
+
+
+def test_a_scheduled_sync_does_not_wait_on_a_primary_the_last_round_could_not_reach(env, rec):
+    env.state.record_decision(cluster="mail", action="none", target=None, reason="r", epoch=0,
+                              now=1.0, members={"mail-a": "host suspect", "mail-b": "up"})
+    assert cycle.source_unreachable(env, cluster(env)) == "host suspect"
+    env.state.record_decision(cluster="mail", action="none", target=None, reason="r", epoch=0,
+                              now=2.0, members={"mail-a": "service down", "mail-b": "up"})
+    assert cycle.source_unreachable(env, cluster(env)) is None
