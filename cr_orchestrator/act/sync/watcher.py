@@ -283,8 +283,10 @@ class SetWatcher:
                                       every_s=self.rs.every_s)
             return BatchResult(target.host, False, None, cut_at, error)
         stats = rsync.parse_stats(done.stdout)
-        self._advance(source, epoch, target.host, fresh_from=cut_at, files=stats.files_transferred,
-                      bytes_sent=stats.bytes_sent)
+        # every change made a batch before the cut had reached the orchestrator by then
+        # (the same margin as a quiet watch): a line still on its way is not claimed
+        self._advance(source, epoch, target.host, fresh_from=cut_at - self.rs.batch_s,
+                      files=stats.files_transferred, bytes_sent=stats.bytes_sent)
         return BatchResult(target.host, True, stats.files_transferred, cut_at)
 
     def _advance(self, source: str, epoch: int, host: str, *, fresh_from: float,
