@@ -232,6 +232,12 @@ class Load:
         return [a for a in read_attempts(self.out) if a.acknowledged and a.t > t]
 
     def stop(self) -> list:
+        """Stop sending; every attempt logged. A client stuck in a send on a lossy link is
+        killed after 20 s (its last line may be cut: read_attempts skips it)."""
         self.proc.terminate()
-        self.proc.wait(20)
+        try:
+            self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
         return read_attempts(self.out)

@@ -3,7 +3,7 @@ judged by the checker (cr_orchestrator/testworld/chaos).
 
 Campaign seed 6, profile ``ci`` (bench/chaos.py prints the schedules with ``--dry-run``):
 
-    831877: service primary at +3.0 s for 6.6 s; freeze secondary at +3.9 s for 8.2 s
+    831877: service primary at +3.0 s; freeze secondary at +3.9 s for 8.2 s
     601693: asymmetric primary at +0.6 s for 6.4 s
     861881: beat_killed orchestrator at +1.4 s; crash secondary at +4.7 s for 4.9 s
     84483: crash primary at +6.0 s never healed (disk lost)

@@ -45,10 +45,19 @@ def message(run: str, seq: int) -> str:
             f"X-Cr-Load: {run} {seq}\r\n\r\nmessage {seq} of load run {run}\r\n")
 
 
+class AttemptTooLong(OSError):
+    """An attempt over its whole deadline (each socket call has its own timeout only)."""
+
+
+def _too_long(*_) -> None:
+    raise AttemptTooLong("no reply within the attempt's deadline")
+
+
 def send_one(address: str, run: str, seq: int, *, timeout_s: float) -> Attempt:
     started = time.time()
     try:
-        with smtplib.SMTP(address, 25, timeout=timeout_s) as smtp:
+        # local_hostname given: smtplib would ask the resolver for this host's FQDN
+        with smtplib.SMTP(address, 25, timeout=timeout_s, local_hostname="load.lab.test") as smtp:
             smtp.ehlo()
             smtp.mail("load@lab.test")
             smtp.rcpt("lab@lab.test")
@@ -63,9 +72,11 @@ def send_one(address: str, run: str, seq: int, *, timeout_s: float) -> Attempt:
 def read_attempts(path: Path) -> list[Attempt]:
     out = []
     for line in Path(path).read_text().splitlines():
-        if line.strip():
+        try:
             raw = json.loads(line)
-            out.append(Attempt(raw["seq"], raw["t"], raw["done"], raw["code"], raw["error"]))
+        except json.JSONDecodeError:
+            continue  # blank, or the last line of a client killed mid-write
+        out.append(Attempt(raw["seq"], raw["t"], raw["done"], raw["code"], raw["error"]))
     return out
 
 
@@ -80,13 +91,20 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGALRM, _too_long)
     deadline = time.monotonic() + args.duration
     seq = 0
     with open(args.out, "a", buffering=1) as out:
         next_at = time.monotonic()
         while not stop.is_set() and time.monotonic() < deadline:
             seq += 1
-            attempt = send_one(args.to, args.run, seq, timeout_s=args.timeout)
+            # a whole attempt is bounded too: a chaos campaign once saw one hang for
+            # minutes, past every per-call timeout, and the load stopped with it
+            signal.setitimer(signal.ITIMER_REAL, args.timeout * 6)
+            try:
+                attempt = send_one(args.to, args.run, seq, timeout_s=args.timeout)
+            finally:
+                signal.setitimer(signal.ITIMER_REAL, 0)
             out.write(json.dumps(attempt.__dict__) + "\n")
             next_at = max(next_at + args.every, time.monotonic())
             stop.wait(max(0.0, next_at - time.monotonic()))
