@@ -16,6 +16,7 @@ the shared IP).
 - short blip: a partition and a freeze of 1 s each (below the ttl minus two renewals and
   a round, 1.5 s here: the longest silence one renewal a round can leave): no self-fence,
   no failover.
+- paused: the renewals say so, and a partition longer than the ttl does not fence.
 - killed agent: SIGKILL of mail-a's agent: the service keeps running, the orchestrator
   reports the agent down (history, crctl status) and restarts it through the role; the
   restarted agent finds its lease renewed all along and keeps serving.
@@ -184,9 +185,35 @@ def test_a_killed_agent_is_reported_and_restarted_through_the_role(lab, leased):
     down = [e.data["reason"] for e in events if e.kind == "error"
             and e.data.get("lease_agent") == "down"]
     assert down and "the lease agent of mail on mail-a is down" in down[0], down
-    restarts = [e.data for e in events if e.kind == "playbook"
-                and e.data.get("playbook") == "lease_agent"]
-    assert restarts and restarts[-1]["ok"] and restarts[-1]["limit"] == "mail-a", restarts
+
+    def restarts() -> list[dict]:  # recorded when the role's run ends, after the agent runs
+        return [e.data for e in orch.state.events("mail", count=300) if e.at >= killed
+                and e.kind == "playbook" and e.data.get("playbook") == "lease_agent"]
+
+    wait_for(restarts, 60, "the record of the role's run", every_s=0.5)
+    assert restarts()[-1]["ok"] and restarts()[-1]["limit"] == "mail-a", restarts()
     assert serving(lab, "mail-a") and orch.state.primary("mail") == "mail-a"
     assert not any(e.kind == "promotion" for e in events)
     assert not any("ran out" in line for line in agent_log(lab, "mail-a"))
+
+
+def test_a_paused_cluster_is_not_fenced_by_its_own_agent(lab, leased):
+    orch = leased
+    lease_file = Path(lab.state_dir_of("mail-a")) / "mail.lease"
+    paused = orch.crctl("pause", "mail")
+    assert paused.returncode == 0, paused.stderr
+    wait_for(lambda: lease_file.read_text().split()[3] == "1", 30,
+             "a renewal that says the cluster is paused", every_s=0.2)
+    before = len(agent_log(lab, "mail-a"))
+    ttl = float(lease_file.read_text().split()[2])
+    lab.fail("mail-a", "asymmetric")
+    time.sleep(ttl + 3)  # well past the lease: an unpaused agent would have fenced
+    lab.heal("mail-a")
+    lines = agent_log(lab, "mail-a")[before:]
+    assert not any("ran out" in line for line in lines), "\n".join(lines)
+    assert serving(lab, "mail-a") and shared_ip_holder(lab) == ["mail-a"]
+    assert orch.state.primary("mail") == "mail-a"
+    resumed = orch.crctl("resume", "mail")
+    assert resumed.returncode == 0, resumed.stderr
+    wait_for(lambda: lease_file.read_text().split()[3] == "0", 30,
+             "an ordinary renewal after the resume", every_s=0.2)
