@@ -286,7 +286,10 @@ class Bench:
             expected=n * ticks, skipped=skipped,
             cpu_s={k: round(v, 2) for k, v in cpu.items()},
             cpu_ms_per_round=round(1000 * total / max(rounds, 1), 2), cores=round(cores, 3),
-            clusters_per_core=round(n / cores, 1) if cores else 0.0,
+            # what one core could run if every round ran: skipped rounds cost nothing, so
+            # N / cores used would flatter a run that skipped
+            clusters_per_core=round(1000 * args.interval * max(rounds, 1) / (1000 * total), 1)
+            if total else 0.0,
             p50_ms=round(statistics.median(ms), 1), p99_ms=round(ms[min(len(ms) - 1, int(0.99 * len(ms)))], 1),
             redis_ops_per_round=round((ops1 - ops0) / max(rounds, 1), 1),
             redis_kib_per_cluster=round((used1 - used0) / 1024 / n, 1),
@@ -386,9 +389,10 @@ def plot(results: list[Result], path: str, interval: float) -> None:
     for transport in sorted({r.transport for r in results}):
         rs = sorted((r for r in results if r.transport == transport), key=lambda r: r.n)
         ns = [r.n for r in rs]
-        left.plot(ns, [r.cores for r in rs], marker="o", label=transport)
+        left.plot(ns, [r.cpu_ms_per_round for r in rs], marker="o", label=transport)
         right.plot(ns, [r.p99_ms for r in rs], marker="o", label=transport)
-    left.set(xlabel="clusters", ylabel="CPU cores (worker + beat + ssh)", title="CPU at 1 round/s/cluster")
+    left.set(xlabel="clusters", ylabel="CPU ms per round (worker + beat + ssh)",
+             title="CPU per round (1000 / this = clusters per core at 1 s)")
     right.axhline(1000 * interval, color="grey", linestyle="--", label="probe interval")
     right.set(xlabel="clusters", ylabel="round p99 (ms)", title="Round duration p99")
     for ax in (left, right):
@@ -414,7 +418,12 @@ def main() -> int:
     parser.add_argument("--plot", help="PNG of CPU and p99 round time against N")
     parser.add_argument("--json", help="write the results here")
     parser.add_argument("--keep", action="store_true", help="keep the work dir (logs)")
+    parser.add_argument("--replot", metavar="JSON", help="only draw --plot from a --json file")
     args = parser.parse_args()
+    if args.replot:
+        plot([Result(**r) for r in json.loads(Path(args.replot).read_text())], args.plot,
+             args.interval)
+        return 0
     ns = [int(x) for x in args.ns.split(",")]
     bench = Bench(args)
     results: list[Result] = []
