@@ -206,9 +206,8 @@ def _under_load(world: CampaignWorld, orch, schedule: Schedule, out: Path, say) 
         _sample_until(orch, primaries, time.time() + 2)  # mail after convergence too
     finally:
         attempts = load.stop()
-        readers.terminate()
-        readers.wait(10)
-        watch.stop()
+        _ended(readers)
+        _ended(watch.proc)
         for record in applied:  # whatever an error left broken (never the lost disk)
             if record.victim != lost_host:
                 inject.heal(target, record)
@@ -229,6 +228,16 @@ def _under_load(world: CampaignWorld, orch, schedule: Schedule, out: Path, say) 
         last_heal_at=last_heal_at, converged_at=converged_at, lost_host=lost_host,
         lost_at=lost_at, primaries=primaries)
     return judge_schedule(evidence)
+
+
+def _ended(proc: subprocess.Popen) -> None:
+    """Stop a client of the schedule, for sure (one left running would blur the next)."""
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)
 
 
 def _primary(orch) -> str | None:

@@ -17,7 +17,6 @@ import imaplib
 import json
 import poplib
 import signal
-import threading
 import time
 from pathlib import Path
 
@@ -82,15 +81,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=900.0)
     parser.add_argument("--out", required=True, type=Path)
     args = parser.parse_args(argv)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    # a flag, not a threading.Event: Event.set() from the handler takes the lock the
+    # interrupted Event.wait() may hold, and the client hung for good on SIGTERM
+    # (a chaos campaign found it still running minutes later)
+    stop: list[int] = []
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(signal.SIGTERM))
     deadline = time.monotonic() + args.duration
     with open(args.out, "a", buffering=1) as out:
-        while not stop.is_set() and time.monotonic() < deadline:
+        while not stop and time.monotonic() < deadline:
             tick = time.monotonic()
             for proto in READERS:
                 out.write(json.dumps(try_once(proto, args.at, args.timeout)) + "\n")
-            stop.wait(max(0.0, args.every - (time.monotonic() - tick)))
+            time.sleep(max(0.0, args.every - (time.monotonic() - tick)))
     return 0
 
 
