@@ -33,22 +33,14 @@ import uuid
 from pathlib import Path
 
 import pytest
-import redis
-from scenario_kit import (  # noqa: F401 - fixtures
-    Load, count_mail, resolve, scenario_inventory, wait_for,
-)
+from scenario_kit import count_mail, wait_for
 
 from cr_orchestrator.act.playbook_runner import run_playbook
-from cr_orchestrator.state.cluster import ClusterState
-from cr_orchestrator.state.freshness import FreshnessStore
 from cr_orchestrator.testworld.clientwatch import read_samples
 from cr_orchestrator.testworld.lab import Lab
-from cr_orchestrator.testworld.lab.mailcheck import scan
-from cr_orchestrator.testworld.storykit import reset_world, unblock
+from cr_orchestrator.testworld.sitestory import Site, resolve, site_crash, smtp_greets
 
 pytestmark = pytest.mark.lab
-
-CRCTL = str(Path(sys.executable).with_name("crctl"))
 
 
 @pytest.fixture(scope="module")
@@ -60,143 +52,38 @@ def olab(lab):
             handle.stop_orchestrator(node)
     if handle.faults():
         handle.heal()
-    handle.move_redis_master("orch-a")
+    handle.move_redis_master("orch-a", timeout=120)
 
 
-class Site:
-    """One story's view of the lab's brain: state read from the Redis master a majority
-    of the sentinels names (from the root namespace, which reaches every segment)."""
-
-    def __init__(self, olab, tmp_path: Path, *, dr: str) -> None:
-        self.lab, self.prefix = olab, f"crsite-{uuid.uuid4().hex[:8]}"
-        reset_world(olab)
-        # the master back at site A (a story before may have left it at B); a node that
-        # came back from a crash first resyncs, which takes a while on a loaded machine
-        olab.move_redis_master("orch-a", timeout=120)
-        self.inventory = scenario_inventory(olab, tmp_path, cr_dr=dr)
-        for node in ("orch-a", "orch-b"):
-            with contextlib.suppress(Exception):
-                olab.stop_orchestrator(node)
-            olab.start_orchestrator(node, inventory=self.inventory,
-                                    env={"CR_PREFIX": self.prefix})
-
-    def client(self) -> redis.Redis:
-        master = self.lab.redis_master()
-        assert master is not None, "the sentinels name no master"
-        return redis.Redis(host=self.lab.quorum_address(master), port=6379,
-                           socket_timeout=3, socket_connect_timeout=2)
-
-    def state(self) -> ClusterState:
-        return ClusterState(self.client(), self.prefix)
-
-    def freshness(self, host: str):
-        return FreshnessStore(self.client(), self.prefix).get(
-            cluster="mail", set_name="maildata", host=host)
-
-    def read(self, what):
-        """``what(state)``, or None while the master is being replaced."""
-        try:
-            return what(self.state())
-        except (redis.RedisError, AssertionError):
-            return None
-
-    def settle(self) -> None:
-        wait_for(lambda: self.read(lambda s: (s.last_decision("mail") or {}).get("action"))
-                 == "none" and self.freshness("mail-dr").last_success_at, 180,
-                 "the cluster to settle with mail-dr synced", every_s=0.5)
-
-    def crctl(self, *args: str) -> subprocess.CompletedProcess:
-        """An operator's command on orch-b (site B's node, with its sentinels)."""
-        sentinels = ",".join(self.lab.sentinels)
-        return self.lab.run_in("orch-b", [
-            "env", f"CR_REDIS_SENTINELS={sentinels}", "CR_REDIS_MASTER=cr",
-            f"CR_PREFIX={self.prefix}", CRCTL, *args, "-i", self.inventory], timeout=300)
-
-    def events(self, kind: str) -> list:
-        return [e for e in self.state().events("mail", count=5000) if e.kind == kind]
-
-    def stop(self) -> None:
-        for node in ("orch-a", "orch-b"):
-            with contextlib.suppress(Exception):
-                self.lab.stop_orchestrator(node)
-        unblock(self.lab)
-
-
-def smtp_greets(lab, address: str) -> bool:
-    out = lab.client(["python3", "-c", (
-        "import socket,sys; s=socket.create_connection((sys.argv[1], 25), timeout=1); "
-        "print(s.recv(64).decode(errors='replace'))"), address], timeout=5)
-    return out.stdout.startswith("220")
-
-
-def _dr_story(olab, tmp_path: Path, *, dr: str) -> None:
-    site = Site(olab, tmp_path, dr=dr)
-    dr_address = olab.hosts["mail-dr"].public
-    try:
-        site.settle()
-        load = Load(olab, tmp_path / "load.jsonl")
-        try:
-            started = time.time()
-            wait_for(lambda: len(load.acked_after(started)) >= 20, 30, "the load's first mail")
-            wait_for(lambda: (site.freshness("mail-dr").last_success_started_at or 0)
-                     > started + 1, 60, "a copy to mail-dr during the load", every_s=0.3)
-            olab.fail("site-a", "crash")
-            crashed_at = time.time()
-            if dr == "manual":
-                held = wait_for(lambda: site.read(lambda s: (d := s.last_decision("mail"))
-                                                  and d["action"] == "hold"
-                                                  and "cr_dr is manual" in d["reason"] and d),
-                                120, "site B's orchestrator to hold, naming the command")
-                print(f"\nheld: {held['reason']}")
-                assert "run `crctl failover mail --to mail-dr`" in held["reason"]
-                done = site.crctl("failover", "mail", "--to", "mail-dr")
-                assert done.returncode == 0, done.stdout + done.stderr
-            wait_for(lambda: resolve(olab) == [dr_address] and smtp_greets(olab, dr_address),
-                     120, "mail.lab.test to point at mail-dr, serving", every_s=0.3)
-            outage_s = time.time() - crashed_at
-        finally:
-            attempts = load.stop()
-        state = site.state()
-        assert (state.primary("mail"), state.epoch("mail")) == ("mail-dr", 1)
-        copied_from = site.freshness("mail-dr").last_success_started_at
-        acked = [a for a in attempts if a.acknowledged]
-        kept = [a for a in acked if a.done < copied_from]
-        lost = [a for a in acked if a.done >= copied_from]
-        on_dr = {f.seq for f in scan(Path(olab.data_dir("mail-dr")) / "mail" / "Maildir" / "new",
-                                     load.run) + scan(Path(olab.data_dir("mail-dr")) / "mail"
-                                                      / "Maildir" / "cur", load.run)}
-        missing = [a.seq for a in kept if a.seq not in on_dr]
-        window = f"{crashed_at - copied_from:.1f} s" if lost else "0 s"
-        print(f"site A crash (cr_dr {dr}): mail-dr serving through DNS {outage_s:.1f} s after "
-              f"the crash; {len(acked)} acknowledged, {len(kept)} before mail-dr's last copy "
-              f"(all read back: {not missing}), {len(lost)} lost with site A (acknowledged "
-              f"in the last {window} before the crash: the replication interval)")
-        assert not missing, f"acknowledged before mail-dr's last copy but not there: {missing[:10]}"
-        promotions = [e.data for e in site.events("promotion")]
-        assert [(p["new_primary"], p["epoch"]) for p in promotions] == [("mail-dr", 1)]
-        if dr == "auto":
-            assert "cr_dr is auto and this orchestrator is on the Redis quorum's majority side" \
-                in promotions[0]["reason"], promotions[0]["reason"]
-        # the client reads it back through the name
-        subject = f"after-site-loss-{uuid.uuid4().hex[:8]}"
-        olab.client(["python3", "-c", (
-            "import smtplib,sys; s=smtplib.SMTP(sys.argv[1], 25, timeout=5); "
-            "s.sendmail('a@lab.test', ['lab@lab.test'], 'Subject: ' + sys.argv[2] + '\\r\\n\\r\\nx'); "
-            "s.quit()"), olab.dns_name, subject], timeout=15, check=True)
-        out = wait_for(lambda: (o := count_mail(olab, subject, address=olab.dns_name))
-                       and "IMAP 1" in o and o, 30, "the new mail through the DNS name")
-        assert "POP3 1" in out, out
-    finally:
-        site.stop()
-        olab.heal("site-a")
+def _read_back_through_the_name(olab) -> None:
+    subject = f"after-site-loss-{uuid.uuid4().hex[:8]}"
+    olab.client([sys.executable, "-c", (
+        "import smtplib,sys; s=smtplib.SMTP(sys.argv[1], 25, timeout=5); "
+        "s.sendmail('a@lab.test', ['lab@lab.test'], 'Subject: ' + sys.argv[2] + '\\r\\n\\r\\nx'); "
+        "s.quit()"), olab.dns_name, subject], timeout=15, check=True)
+    out = wait_for(lambda: (o := count_mail(olab, subject, address=olab.dns_name))
+                   and "IMAP 1" in o and o, 30, "the new mail through the DNS name")
+    assert "POP3 1" in out, out
 
 
 def test_site_a_crash_with_dr_auto_promotes_mail_dr_from_site_b(olab, tmp_path):
-    _dr_story(olab, tmp_path, dr="auto")
+    loss = site_crash(olab, tmp_path, dr="auto")
+    print("\n" + loss.sentence())
+    assert not loss.missing, f"acknowledged before mail-dr's last copy, not there: {loss.missing[:10]}"
+    assert [(p["new_primary"], p["epoch"]) for p in loss.promotions] == [("mail-dr", 1)]
+    assert "cr_dr is auto and this orchestrator is on the Redis quorum's majority side" \
+        in loss.promotions[0]["reason"], loss.promotions[0]["reason"]
+    _read_back_through_the_name(olab)
 
 
 def test_site_a_crash_with_dr_manual_holds_then_the_operator_promotes(olab, tmp_path):
-    _dr_story(olab, tmp_path, dr="manual")
+    loss = site_crash(olab, tmp_path, dr="manual")
+    print(f"\nheld: {loss.held}\n{loss.sentence()}")
+    assert "run `crctl failover mail --to mail-dr`" in (loss.held or "")
+    assert not loss.missing, f"acknowledged before mail-dr's last copy, not there: {loss.missing[:10]}"
+    assert [(p["new_primary"], p["epoch"]) for p in loss.promotions] == [("mail-dr", 1)]
+    assert loss.promotions[0]["kind"] == "operator failover"
+    _read_back_through_the_name(olab)
 
 
 class TwoSiteWatch:
