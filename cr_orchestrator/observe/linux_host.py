@@ -6,6 +6,10 @@ one multiplexed session instead of a handshake. BatchMode and ConnectTimeout mak
 never prompts or waits for TCP; a hard deadline kills the whole process group, so a frozen
 host (SIGSTOP) becomes an UNREACHABLE observation, never an exception or a hang.
 
+By default (``CR_SSH_TRANSPORT=asyncssh``) the same command line is not run as a process:
+:mod:`cr_orchestrator.remote.ssh_pool` reads its settings (``ssh -G``) and runs the
+command on the process's kept connection to the host (:func:`run_ssh`).
+
 The script and the command line are built by pure functions (:func:`build_host_script`,
 :func:`build_ssh_command`) and the answer is parsed by :func:`parse_report`.
 """
