@@ -87,6 +87,9 @@ def timeline_png(path: Path, verdicts: list[Verdict]) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.artist import Artist
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Rectangle
 
     rows = max(1, len(verdicts))
     fig, ax = plt.subplots(figsize=(14, 1.0 + 0.55 * rows))
@@ -113,11 +116,11 @@ def timeline_png(path: Path, verdicts: list[Verdict]) -> None:
                 fontsize=7, ha="right", va="center", color="red" if marks else "black")
     ax.set_yticks([])
     ax.set_xlabel("seconds since the first fault could start (schedule zero)")
-    ax.set_xlim(left=-25)
-    handles = [plt.Line2D([0], [0], color=c, lw=3, label=f"primary {h or 'unknown'}")
-               for h, c in HOST_COLOURS.items()]
-    handles += [plt.Rectangle((0, 0), 1, 1, color="tab:orange", label="fault"),
-                plt.Rectangle((0, 0), 1, 1, color="tab:red", label="client SMTP outage")]
+    ax.set_xlim(left=-14)
+    handles: list[Artist] = [Line2D([0], [0], color=c, lw=3, label=f"primary {h or 'unknown'}")
+                             for h, c in HOST_COLOURS.items()]
+    handles += [Rectangle((0, 0), 1, 1, color="tab:orange", label="fault"),
+                Rectangle((0, 0), 1, 1, color="tab:red", label="client SMTP outage")]
     ax.legend(handles=handles, loc="upper right", fontsize=7, ncol=3)
     ax.set_title("chaos campaign: faults, client outages and the primary, per schedule (seed)")
     fig.tight_layout()
