@@ -87,6 +87,12 @@ def make_app(*, redis_url: str | None = None, prefix: str | None = None) -> Cele
     )
     app.conf.cr_prefix = prefix
     app.conf.cr_redis_url = url
+    address = redis_address.parse(url)
+    if isinstance(address, redis_address.SentinelAddress):
+        # RedBeat's own Sentinel client would use redis-py's plain Sentinel connections,
+        # which reconnect to a lost master's old address; ours ask the sentinels on every
+        # reconnect and treat a master losing its role as a lost connection
+        app.redbeat_redis = redis_address.client(address, decode_responses=True)
     return app
 
 

@@ -130,6 +130,18 @@ class QuorumManagedConnection(SentinelManagedConnection):
     for seconds before it is demoted, and every client that kept a connection to it
     (Celery's included) failed instead of moving on to the new master."""
 
+    def connect_check_health(self, check_health: bool = True,
+                             retry_socket_connect: bool = True) -> None:
+        # redis-py reconnects a dropped connection here when it sends a command, to the
+        # host and port it had, never asking the sentinels again: a client whose master
+        # was cut off (a site isolated) kept connecting to it, retry after retry, for
+        # over a minute. Every (re)connect asks them where the master is now.
+        if self._sock:
+            return
+        if self.connection_pool.is_master:
+            self.host, self.port = self.connection_pool.get_master_address()
+        super().connect_check_health(check_health=check_health, retry_socket_connect=False)
+
     def read_response(self, *args, **kwargs):
         try:
             return super().read_response(*args, **kwargs)
