@@ -126,9 +126,29 @@ def test_a_lost_disk_counts_its_rpo_not_a_violation_but_later_losses_still_count
     # mail-a crashed for good at 103.0: seqs 25..29 (acknowledged before) existed only there
     attempts = _attempts(100)
     kept = [i for i in range(1, 101) if i not in range(25, 30) and i != 80]
-    v = judge_schedule(_evidence(disk_lost=True, lost_at=103.0, lost_host="mail-a",
+    crash = {"kind": "crash", "victim": "mail-a", "applied_at": 102.95, "struck_at": 103.0,
+             "healed_at": None, "refused": None, "start_s": 2.95, "duration_s": None,
+             "target": "primary", "detail": ""}
+    v = judge_schedule(_evidence(disk_lost=True, lost_host="mail-a", faults=[crash],
                                  attempts=attempts, on_primary=_found(kept)))
     assert v.rpo_messages == 5
     assert v.rpo_s == pytest.approx(103.0 - (100.0 + 25 * 0.1 + 0.02))
     assert [m["seq"] for m in v.missing] == [80]  # acknowledged after the crash: lost
     assert [i for i, _ in v.violations] == ["acknowledged_lost"]
+
+
+def test_a_message_acknowledged_while_the_crash_was_killing_the_host_is_rpo():
+    # campaign seed 136538: mail-a acknowledged seq 187 40 ms after its crash began; the
+    # crash had not yet killed its SMTP server, so that message existed on mail-a alone
+    attempts = _attempts(100)
+    kept = [i for i in range(1, 101) if i not in range(25, 31)]
+    crash_began, crash_done = 102.95, 103.05  # seq 30 acknowledged at 103.02, in between
+    v = judge_schedule(_evidence(disk_lost=True, lost_host="mail-a",
+                                 attempts=attempts, on_primary=_found(kept),
+                                 faults=[{"kind": "crash", "victim": "mail-a",
+                                          "applied_at": crash_began, "struck_at": crash_done,
+                                          "healed_at": None, "refused": None, "start_s": 2.95,
+                                          "duration_s": None, "target": "primary",
+                                          "detail": ""}]))
+    assert v.ok, v.violations
+    assert v.rpo_messages == 6

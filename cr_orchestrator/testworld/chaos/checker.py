@@ -43,7 +43,6 @@ class Evidence:
     last_heal_at: float
     converged_at: float | None
     lost_host: str | None = None  # disk lost: the old primary that never returns
-    lost_at: float | None = None
     primaries: list[tuple[float, str | None]] = field(default_factory=list)
 
 
@@ -82,9 +81,10 @@ def judge_schedule(ev: Evidence) -> Verdict:
     rel = ev.started_at
     rpo: list[Attempt] = []
     lost: list[Attempt] = list(mail.missing)
-    if ev.disk_lost and ev.lost_at is not None:
-        rpo = [a for a in mail.missing if a.done <= ev.lost_at]
-        lost = [a for a in mail.missing if a.done > ev.lost_at]
+    lost_at = disk_lost_at(ev)
+    if lost_at is not None:
+        rpo = [a for a in mail.missing if a.done <= lost_at]
+        lost = [a for a in mail.missing if a.done > lost_at]
     violations: list[tuple[str, str]] = []
     split = split_brain_intervals(ev.samples, rel)
     for start, end, what in split:
@@ -111,10 +111,22 @@ def judge_schedule(ev: Evidence) -> Verdict:
                          for proto in sorted({r["proto"] for r in ev.reads})},
         convergence_s=convergence,
         rpo_messages=len(rpo) if ev.disk_lost else None,
-        rpo_s=(ev.lost_at - min(a.done for a in rpo)) if rpo and ev.lost_at else
+        rpo_s=(lost_at - min(a.done for a in rpo)) if rpo and lost_at else
         (0.0 if ev.disk_lost else None),
         violations=violations, faults=ev.faults,
         primaries=[(t - rel, p) for t, p in ev.primaries])
+
+
+def disk_lost_at(ev: Evidence) -> float | None:
+    """When the lost host stopped acknowledging: once its crash had killed every process
+    of it, not when the crash began (mail it took in between existed on it alone)."""
+    if not ev.disk_lost or ev.lost_host is None:
+        return None
+    crash = next((f for f in ev.faults if f["kind"] == "crash"
+                  and f["victim"] == ev.lost_host and not f["refused"]), None)
+    if crash is None:
+        return None
+    return crash.get("struck_at") or crash["applied_at"]
 
 
 def split_brain_intervals(samples: list[dict], rel: float) -> list[tuple[float, float, str]]:

@@ -33,6 +33,7 @@ class Applied:
     fault: Fault
     victim: str | None = None
     applied_at: float | None = None
+    struck_at: float | None = None  # when the fault had taken hold (a crash: all killed)
     healed_at: float | None = None
     detail: str = ""
     refused: str | None = None
@@ -42,7 +43,8 @@ class Applied:
         return {"kind": self.fault.kind, "target": str(self.fault.target),
                 "start_s": self.fault.start_s, "duration_s": self.fault.duration_s,
                 "victim": self.victim, "applied_at": self.applied_at,
-                "healed_at": self.healed_at, "detail": self.detail, "refused": self.refused}
+                "struck_at": self.struck_at, "healed_at": self.healed_at, "detail": self.detail,
+                "refused": self.refused}
 
 
 def resolve(world: World, target: Target) -> str:
@@ -67,6 +69,7 @@ def apply(world: World, fault: Fault) -> Applied:
     record.applied_at = time.time()
     try:
         record.detail = ACTIONS[fault.kind][0](world, record)
+        record.struck_at = time.time()
     except (LabError, OSError, RuntimeError, TimeoutError) as exc:
         record.refused = f"{type(exc).__name__}: {exc}"
     return record

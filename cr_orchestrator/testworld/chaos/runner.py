@@ -173,7 +173,7 @@ def _under_load(world: CampaignWorld, orch, schedule: Schedule, out: Path, say) 
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     primaries: list[tuple[float, str | None]] = []
     applied: list[inject.Applied] = []
-    lost_host = lost_at = None
+    lost_host = None
     converged_at = None
     try:
         wait_until("the load's first acknowledgements",
@@ -197,7 +197,7 @@ def _under_load(world: CampaignWorld, orch, schedule: Schedule, out: Path, say) 
             say(f"  +{record.applied_at - t0:5.1f} s {record.fault.kind} {record.victim}: "
                 f"{record.refused or record.detail}")
             if schedule.disk_lost and index == 0 and not record.refused:
-                lost_host, lost_at = record.victim, record.applied_at
+                lost_host = record.victim
         last_heal_at = max([r.healed_at or r.applied_at or t0 for r in applied] + [t0])
         converged_at = _wait_converged(orch, lab, watch, primaries, since=last_heal_at,
                                        lost=lost_host)
@@ -226,7 +226,7 @@ def _under_load(world: CampaignWorld, orch, schedule: Schedule, out: Path, say) 
         reads=read_tries(out / "read.jsonl") if (out / "read.jsonl").exists() else [],
         on_primary=on_primary, quarantined=quarantined, primary=primary,
         last_heal_at=last_heal_at, converged_at=converged_at, lost_host=lost_host,
-        lost_at=lost_at, primaries=primaries)
+        primaries=primaries)
     return judge_schedule(evidence)
 
 
