@@ -12,9 +12,10 @@ import os
 import shutil
 import signal
 import subprocess
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from cr_orchestrator.testworld.clientwatch import wait_until
 
 MASTER_NAME = "cr"
 DOWN_AFTER_MS = 1500
@@ -152,10 +153,4 @@ class LocalQuorum:
 
     @staticmethod
     def _wait(predicate, timeout_s: float, what: str):
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            value = predicate()
-            if value:
-                return value
-            time.sleep(0.1)
-        raise TimeoutError(f"timed out after {timeout_s} s waiting for {what}")
+        return wait_until(what, predicate, timeout_s=timeout_s, every_s=0.1)

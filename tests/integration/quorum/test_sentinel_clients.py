@@ -16,6 +16,7 @@ import pytest
 import redis
 
 from cr_orchestrator.state.cluster import ClusterState, NotReplicated, connect
+from cr_orchestrator.testworld.clientwatch import wait_until
 from cr_orchestrator.testworld.redis_quorum import LocalQuorum
 
 from orchestration.conftest import UNREACHABLE_INVENTORY
@@ -32,13 +33,7 @@ def quorum(tmp_path_factory):
 
 
 def _wait(predicate, timeout_s: float, what: str):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+    return wait_until(what, predicate, timeout_s=timeout_s)
 
 
 def test_state_follows_a_crashed_master_and_keeps_the_acknowledged_promotion(quorum):
