@@ -18,6 +18,7 @@ from __future__ import annotations
 import ntpath
 import posixpath
 import re
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -197,6 +198,11 @@ if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) 
 return 0
 """
 
+_EXTEND = """
+if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end
+return 0
+"""
+
 
 class TargetPathLock:
     """``SET NX`` with a TTL on (host, normalized path): one source writes a path at a time."""
@@ -205,6 +211,7 @@ class TargetPathLock:
         self.redis = redis
         self.prefix = prefix
         self._release = redis.register_script(_RELEASE)
+        self._extend = redis.register_script(_EXTEND)
 
     def key(self, host: str, path: str) -> str:
         return f"{self.prefix}:sync:lock:{host}:{normalize_target_path(path)}"
@@ -222,3 +229,22 @@ class TargetPathLock:
 
     def release(self, *, host: str, path: str, token: str) -> None:
         self._release(keys=[self.key(host, path)], args=[token])
+
+    def keep(self, *, host: str, path: str, token: str, ttl_s: float) -> threading.Event:
+        """Extend the lock every third of ``ttl_s`` until the returned event is set. A
+        short TTL kept alive, not a long one: a sync whose worker is SIGKILLed leaves the
+        path to the next sync within ``ttl_s`` (a chaos campaign saw a 300 s TTL stop
+        every replica's sync for minutes after a worker kill)."""
+        stop = threading.Event()
+
+        def keep_alive() -> None:
+            while not stop.wait(ttl_s / 3):
+                try:
+                    if not self._extend(keys=[self.key(host, path)],
+                                        args=[token, max(1000, int(ttl_s * 1000))]):
+                        return  # no longer ours: nothing to keep
+                except redis_lib.RedisError:
+                    continue  # Redis failing over: try again next time, the TTL covers it
+
+        threading.Thread(target=keep_alive, name=f"sync-lock {host}", daemon=True).start()
+        return stop

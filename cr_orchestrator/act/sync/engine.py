@@ -25,6 +25,10 @@ from cr_orchestrator.act.sync.windows import ShellFactory, WindowsBackend
 Progress = Callable[[str, str, TargetResult | None], None]
 
 
+# the target path's lock lives this long unless the sync holding it keeps it alive
+TARGET_LOCK_TTL_S = 15.0
+
+
 def default_deadline_s(every_s: float) -> float:
     """Per-target deadline: several intervals, at least 2 minutes, at most 1 hour."""
     return min(3600.0, max(120.0, every_s * 4))
@@ -141,11 +145,13 @@ class _SetRun:
     def one_target(self, target: TargetPlan) -> TargetResult:
         started = self.now()
         self.progress(target.host, "started", None)
-        qdir, quarantined, token, merged = None, (), None, None
+        qdir, quarantined, token, merged, keeper = None, (), None, None, None
         owner = f"{self.plan.cluster}/{self.set_name} from {self.plan.source}"
         try:
             token = self.locks.acquire(host=target.host, path=target.path, owner=owner,
-                                       ttl_s=self.deadline_s * 2 + 60)
+                                       ttl_s=TARGET_LOCK_TTL_S)
+            keeper = self.locks.keep(host=target.host, path=target.path, token=token,
+                                     ttl_s=TARGET_LOCK_TTL_S)
             qdir, quarantined = self._quarantine(target)
             if qdir is not None and self._merges():
                 # quarantined first, so a failed merge loses nothing; a failed merge fails
@@ -180,6 +186,8 @@ class _SetRun:
                                   merge_left=merged.left if merged else (),
                                   merge_dirs=merged.dirs if merged else ())
         finally:
+            if keeper is not None:
+                keeper.set()
             if token is not None:
                 self.locks.release(host=target.host, path=target.path, token=token)
         self.progress(target.host, "finished", result)

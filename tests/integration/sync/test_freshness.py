@@ -53,3 +53,25 @@ def test_one_writer_per_target_path_whatever_its_spelling(store):
     locks.release(host="mail-dr", path="/srv/dr/mail", token=token)
     locks.acquire(host="mail-dr", path="/srv/dr/mail", owner="www/site from web-a", ttl_s=30)
     assert store.redis.pttl(locks.key("mail-dr", "/srv/dr/mail")) > 0
+
+
+def test_a_kept_path_lock_holds_and_a_dead_holders_lock_frees_within_its_ttl(store):
+    """Chaos campaign seed 832684: a worker SIGKILLed during a sync left its 300 s lock,
+    and every replica's sync was refused for minutes. The lock now lives a short TTL,
+    extended by the sync while it runs."""
+    import time
+
+    from cr_orchestrator.act.sync.engine import TARGET_LOCK_TTL_S
+
+    assert TARGET_LOCK_TTL_S <= 20  # a dead sync frees the path well within convergence
+    locks = TargetPathLock(store.redis, store.prefix)
+    alive = locks.acquire(host="mail-b", path="/srv/mail", owner="alive", ttl_s=1.2)
+    keeper = locks.keep(host="mail-b", path="/srv/mail", token=alive, ttl_s=1.2)
+    locks.acquire(host="mail-dr", path="/srv/mail", owner="killed worker", ttl_s=1.2)  # never kept
+    time.sleep(2.0)
+    with pytest.raises(SyncError, match=r"\(alive\)"):
+        locks.acquire(host="mail-b", path="/srv/mail", owner="next", ttl_s=1.2)
+    locks.acquire(host="mail-dr", path="/srv/mail", owner="next", ttl_s=1.2)  # freed
+    keeper.set()
+    time.sleep(1.6)  # no longer kept: it runs out too
+    locks.acquire(host="mail-b", path="/srv/mail", owner="next", ttl_s=1.2)
