@@ -14,6 +14,7 @@ Run: CR_LAB_NAME=sc CR_LAB_BASE=198.18.192.0/20 pytest -m lab tests/scenarios
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
@@ -82,5 +83,8 @@ def test_a_switchover_during_a_suspect_primary_does_not_delay_the_failover(lab, 
     with_command, said = _crash_and_measure(lab, tmp_path, switchover_when_suspect=True)
     interval = float(FAST_POLICY["probe_interval"].rstrip("s"))
     print(f"client outage: {alone:.2f} s without the switchover, {with_command:.2f} s with it")
-    assert "not starting a switchover of mail: its primary mail-a is suspect (host)" in said
+    # the command observes again when it runs: on a loaded machine mail-a may already be
+    # called down by then; either way the planned change is refused
+    assert re.search(r"not starting a switchover of mail: its primary mail-a is "
+                     r"(suspect|down) \(host\)", said), said
     assert with_command <= alone + interval, (alone, with_command)
