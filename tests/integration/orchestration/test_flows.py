@@ -550,13 +550,12 @@ def test_crctl_adopt_records_the_operators_primary_at_the_newest_epoch_known(env
                     "only the inventory's word, mail-a at epoch 0)"]
 
 
-def _records_probe(records: dict, serving: set[str] = frozenset()):
+def _records_probe(records: dict):
     from cr_orchestrator.observe.health import ORCHESTRATOR, Health, Observation
 
     def probe(**kw):
-        out = [Observation(h, ORCHESTRATOR, "host", Health.OK, 1.0, detail={"records": r})
-               for h, r in records.items()]
-        return out
+        return [Observation(h, ORCHESTRATOR, "host", Health.OK, 1.0, detail={"records": r})
+                for h, r in records.items()]
     return probe
 
 
