@@ -24,6 +24,7 @@ from cr_orchestrator.act.changes import Env, _play
 from cr_orchestrator.decide.lease import renewal_target
 from cr_orchestrator.decide.rules import ClusterSnapshot
 from cr_orchestrator.model import Cluster, Host, Platform
+from cr_orchestrator.state.batch import Batch
 from cr_orchestrator.state.cluster import EventKind
 from cr_orchestrator.state.host_records import FENCE_DIR_LINUX, FENCE_DIR_WINDOWS
 from cr_orchestrator.state.lease import LeaseStore
@@ -183,33 +184,40 @@ def renew(env: Env, cluster: Cluster, snapshot: ClusterSnapshot) -> Renewal | No
     policy, store = cluster.policy, LeaseStore(env.redis, env.prefix)
     deadline = renewal_deadline(env.topology.hosts[host], policy.probe_timeout_s)
     # Recorded (and replicated, where the Redis quorum asks for it) before it is sent:
-    # a renewal nobody recorded would be one no orchestrator waits for.
+    # a renewal nobody recorded would be one no orchestrator waits for. The agent's last
+    # report (to tell a change) is read in the same round trip.
+    batch = Batch(env.redis)
     store.record_grant(cluster=cluster.name, host=host, epoch=snapshot.epoch,
-                       at=env.clock() + deadline)
+                       at=env.clock() + deadline, pipe=batch.pipe)
+    agent_before = store.read_agent(batch, cluster.name)
+    batch.run()
     env.state.replicated(f"the lease renewal of {host}")
     renewal = send_renewal(host=env.topology.hosts[host], cluster=cluster.name,
                            epoch=snapshot.epoch, ttl_s=policy.lease_ttl,
                            paused=snapshot.paused, deadline_s=deadline)
+    # what the answer says, in one round trip
+    now, pipe = env.clock(), env.redis.pipeline(transaction=False)
     if renewal.renewed:  # answered: it got the renewal before now
-        store.record_grant(cluster=cluster.name, host=host, epoch=snapshot.epoch,
-                           at=env.clock())
-    if renewal.agent_up is not None:
-        _agent_seen(env, cluster, renewal)
+        store.record_grant(cluster=cluster.name, host=host, epoch=snapshot.epoch, at=now,
+                           pipe=pipe)
+    changed = renewal.agent_up is not None and store.set_agent(
+        cluster=cluster.name, host=renewal.host, up=bool(renewal.agent_up),
+        detail=renewal.detail, now=now, before=agent_before.value, pipe=pipe)
+    if len(pipe):
+        pipe.execute()
+    if changed:
+        _agent_changed(env, cluster, renewal, now)
     return renewal
 
 
-def _agent_seen(env: Env, cluster: Cluster, renewal: Renewal) -> None:
-    store = LeaseStore(env.redis, env.prefix)
-    now = env.clock()
-    changed = store.set_agent(cluster=cluster.name, host=renewal.host,
-                              up=bool(renewal.agent_up), detail=renewal.detail, now=now)
-    if changed and not renewal.agent_up:
+def _agent_changed(env: Env, cluster: Cluster, renewal: Renewal, now: float) -> None:
+    if not renewal.agent_up:
         env.state.append_event(cluster=cluster.name, kind=EventKind.ERROR, at=now, data={
             "lease_agent": "down", "host": renewal.host,
             "reason": f"the lease agent of {cluster.name} on {renewal.host} is down "
                       f"({renewal.detail.split(': ', 1)[-1]}): its lease is not kept on the "
                       "host; restarting it through the role cr_lease_agent"})
-    elif changed:
+    else:
         log.info("%s: the lease agent on %s runs: %s", cluster.name, renewal.host,
                  renewal.detail)
 

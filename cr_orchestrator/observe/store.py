@@ -16,11 +16,12 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterable
-from typing import cast
+from typing import Any, cast
 
 import redis
 
 from cr_orchestrator.observe.health import Health, Observation
+from cr_orchestrator.state.batch import Batch, Later
 
 log = logging.getLogger(__name__)
 
@@ -115,14 +116,18 @@ class ObservationStore:
     def hosts_key(self) -> str:
         return f"{self._prefix}:obs:hosts"
 
-    def add(self, *, observations: Iterable[Observation]) -> int:
-        """Store observations (one transaction); returns how many were stored."""
+    def add(self, *, observations: Iterable[Observation], pipe: Any = None) -> int:
+        """Store observations (one transaction); returns how many were stored.
+        ``pipe``: queue the writes on that transaction instead (a round's writes go
+        together), which its owner executes."""
         by_host: dict[str, list[str]] = {}
         for o in sorted(observations, key=lambda o: o.at):
             by_host.setdefault(o.host, []).append(to_json(o))
         if not by_host:
             return 0
-        pipe = self._redis.pipeline(transaction=True)
+        own = pipe is None
+        if own:
+            pipe = self._redis.pipeline(transaction=True)
         for host, entries in by_host.items():
             key = self.key(host)
             pipe.lpush(key, *entries)
@@ -130,7 +135,8 @@ class ObservationStore:
             pipe.expire(key, self._ttl_s)
         pipe.sadd(self.hosts_key, *by_host)
         pipe.expire(self.hosts_key, self._ttl_s)
-        pipe.execute()
+        if own:
+            pipe.execute()
         return sum(len(e) for e in by_host.values())
 
     def recent(self, *, host: str, since: float | None = None,
@@ -142,6 +148,11 @@ class ObservationStore:
         # (``Awaitable[list] | list``); this is the sync client. bytes, or str with
         # decode_responses.
         entries = cast(list[bytes | str], self._redis.lrange(key, 0, stop))
+        return self._parse(key, entries, since)
+
+    @staticmethod
+    def _parse(key: str, entries: list[bytes | str], since: float | None) -> list[Observation]:
+        """A stored list (newest first) as observations, oldest first, ``since`` on."""
         result: list[Observation] = []
         for index, entry in enumerate(entries):
             try:
@@ -159,6 +170,18 @@ class ObservationStore:
                    limit: int | None = None) -> list[Observation]:
         """:meth:`recent` of several hosts, concatenated (the detector's input)."""
         return [o for h in hosts for o in self.recent(host=h, since=since, limit=limit)]
+
+    def read_recent(self, batch: Batch, *, hosts: Iterable[str],
+                    since: float | None = None) -> Later[list[Observation]]:
+        """:meth:`recent_for`, queued on ``batch`` (a round reads it with its state)."""
+        keys = [self.key(h) for h in hosts]
+
+        def queue(pipe: Any) -> None:
+            for key in keys:
+                pipe.lrange(key, 0, -1)
+
+        return batch.add(queue, lambda replies: [
+            o for key, entries in zip(keys, replies) for o in self._parse(key, entries, since)])
 
     def hosts(self) -> list[str]:
         """Hosts that have a stored history."""

@@ -33,7 +33,8 @@ from cr_orchestrator.errors import CrError
 from cr_orchestrator.observe.health import Liveness
 from cr_orchestrator.model import Cluster, Platform
 from cr_orchestrator.decide.snapshot import build_snapshot, interrupted_change, latest_records, member_lags
-from cr_orchestrator.state.cluster import EventKind, LockBusy, LockKind
+from cr_orchestrator.state.batch import Batch
+from cr_orchestrator.state.cluster import UNREAD, EventKind, LockBusy, LockKind, RoundRecord
 
 log = logging.getLogger(__name__)
 
@@ -46,19 +47,28 @@ class Observed:
 
     snapshot: ClusterSnapshot
     observations: tuple
+    # The state as read after probing (epoch then, last decision, ...; parsed when
+    # used), and who held the cluster lock before or after probing (None: nobody).
+    state: RoundRecord | None = None
+    lock_holder: str | None = None
 
 
 def observe(env: Env, cluster: Cluster) -> Observed:
     """Probe once and build the snapshot ``decide`` reads. Only reads: the state in
     Redis (a cluster without any is the inventory's word, ``seeded``), the stored
-    window of observations plus this round's, and the replicas' freshness."""
+    window of observations plus this round's, and the replicas' freshness. Two round
+    trips to Redis: one before probing, one after (each a pipeline of reads)."""
     from cr_orchestrator.decide.detector import assess, default_stale_after
     from cr_orchestrator.observe.store import ObservationStore
     from cr_orchestrator.state.freshness import FreshnessStore
+    from cr_orchestrator.state.lease import LeaseStore
 
     state = env.state
     # read before probing: a change that lands while we probe shows as a newer epoch
-    recorded, epoch = state.primary(cluster.name), state.epoch(cluster.name)
+    before = Batch(env.redis)
+    first = state.read_record(before, cluster.name)
+    before.run()
+    recorded, epoch = first.value.primary, first.value.epoch
     primary = recorded or cluster.configured_primary
     policy = cluster.policy
     observations = tuple(env.probe(topology=env.topology, cluster=cluster, primary=primary,
@@ -69,54 +79,71 @@ def observe(env: Env, cluster: Cluster) -> Observed:
     rounds = policy.failures_before_down + policy.successes_before_up + 2
     since = now - max(default_stale_after(policy),
                       rounds * (policy.probe_interval_s + policy.probe_timeout_s))
-    stored = ObservationStore(client=env.redis, prefix=env.prefix)
-    window = stored.recent_for(hosts=cluster.hosts(), since=since) + list(observations)
-    assessment = assess(cluster=cluster, observations=window, now=now)
+    hosts = list(cluster.hosts())
+    after = Batch(env.redis)
+    stored = ObservationStore(client=env.redis, prefix=env.prefix).read_recent(
+        after, hosts=hosts, since=since)
     freshness = FreshnessStore(env.redis, env.prefix)
-    per_set = {rs.name: freshness.freshness(cluster.name, rs.name, now=now)
+    records = {rs.name: freshness.read_records(after, cluster.name, rs.name, hosts=hosts, now=now)
                for rs in cluster.replica_sets}
-    lags = member_lags(cluster=cluster, per_set=per_set, primary=primary)
-    windows = frozenset(h for h in cluster.hosts()
-                        if env.topology.hosts[h].platform is Platform.WINDOWS)
+    current = state.read_round(after, cluster.name, home=cluster.configured_primary)
+    grant = LeaseStore(env.redis, env.prefix).read_grant(after, cluster.name)
+    quorum = state.read_quorum(after)
+    after.run()
+    window = stored.value + list(observations)
+    assessment = assess(cluster=cluster, observations=window, now=now)
+    lags = member_lags(cluster=cluster, per_set={n: r.value for n, r in records.items()},
+                       primary=primary)
+    windows = frozenset(h for h in hosts if env.topology.hosts[h].platform is Platform.WINDOWS)
+    read = current.value
     snapshot = build_snapshot(
         cluster=cluster, assessment=assessment, primary=primary, epoch=epoch,
-        paused=state.paused(cluster.name), lags=lags,
-        restart_attempts=state.restarts(cluster.name),
-        recent_failovers=state.failovers(cluster.name),
-        failback_in_sync_since=state.in_sync_since(cluster=cluster.name,
-                                                   host=cluster.configured_primary),
+        paused=read.record.paused, lags=lags,
+        restart_attempts=read.restarts,
+        recent_failovers=read.failovers,
+        failback_in_sync_since=read.in_sync_since,
         now=now,
         records=latest_records(cluster=cluster.name, observations=window,
                                windows_hosts=windows),
-        seeded=recorded is None or state.seeded(cluster.name),
-        interrupted=interrupted_change(state.change(cluster.name)),
-        quorum=state.quorum(), lease=_last_lease_grant(env, cluster))
-    return Observed(snapshot, observations)
+        seeded=recorded is None or read.record.seeded,
+        interrupted=interrupted_change(read.record.change),
+        quorum=quorum.value,
+        lease=LeaseGrant(*grant.value) if grant.value is not None else None)
+    return Observed(snapshot, observations, read,
+                    first.value.lock_holder or read.record.lock_holder)
 
 
 def record(env: Env, cluster: Cluster, observed: Observed, decision: Decision | None) -> None:
-    """Write what a round saw and decided: its observations (the detector's window), the
-    decision (history keys on its situation), and the decision's state effects."""
+    """Write what a round saw and decided, in one transaction: its observations (the
+    detector's window), the decision (history keys on its situation), and the
+    decision's state effects."""
     from cr_orchestrator.observe.store import ObservationStore
 
+    pipe = env.redis.pipeline(transaction=True)
     ObservationStore(client=env.redis, prefix=env.prefix).add(
-        observations=observed.observations)
-    if decision is None:
-        return
-    snapshot, state = observed.snapshot, env.state
-    # a cluster Redis knew nothing of: the inventory's word, marked seeded until the
-    # hosts' records confirm it (rule "hosts first")
-    if snapshot.seeded:  # a no-op where Redis holds the state already: skip the call
-        state.ensure(cluster=cluster.name, configured_primary=cluster.configured_primary)
-    state.record_decision(cluster=cluster.name, action=decision.action.value,
-                          target=decision.target, reason=decision.reason,
-                          situation=decision.situation_key, epoch=snapshot.epoch,
-                          now=snapshot.now,
-                          members={m.host: _health_word(m) for m in snapshot.members})
-    if decision.reset_restarts:
-        state.reset_restarts(cluster.name)  # the incident is over
-    state.set_in_sync_since(cluster=cluster.name, host=cluster.configured_primary,
-                            since=decision.in_sync_since)
+        observations=observed.observations, pipe=pipe)
+    if decision is not None:
+        snapshot, state = observed.snapshot, env.state
+        # a cluster Redis knew nothing of: the inventory's word, marked seeded until the
+        # hosts' records confirm it (rule "hosts first")
+        if snapshot.seeded:  # a no-op where Redis holds the state already: skip the call
+            state.queue_ensure(pipe, cluster=cluster.name,
+                               configured_primary=cluster.configured_primary)
+        # the last decision as this round read it, under the round lock: nobody else
+        # writes it (rounds of a cluster do not overlap)
+        last = observed.state.last_decision if observed.state is not None else UNREAD
+        state.record_decision(cluster=cluster.name, action=decision.action.value,
+                              target=decision.target, reason=decision.reason,
+                              situation=decision.situation_key, epoch=snapshot.epoch,
+                              now=snapshot.now,
+                              members={m.host: _health_word(m) for m in snapshot.members},
+                              pipe=pipe, last=last)
+        if decision.reset_restarts:
+            state.reset_restarts(cluster.name, pipe=pipe)  # the incident is over
+        state.set_in_sync_since(cluster=cluster.name, host=cluster.configured_primary,
+                                since=decision.in_sync_since, pipe=pipe)
+    if len(pipe):
+        pipe.execute()
 
 
 def probe_round(env: Env, cluster_name: str) -> Outcome:
@@ -132,21 +159,22 @@ def probe_round(env: Env, cluster_name: str) -> Outcome:
     try:
         with env.state.lock(cluster=cluster.name, kind=LockKind.ROUND, wait_s=policy.probe_interval_s,
                             ttl_s=max(10.0, 3 * (policy.probe_interval_s + policy.probe_timeout_s))):
-            busy_before = env.state.lock_holder(cluster.name)
-            observed = observe(env, cluster)
+            observed = observe(env, cluster)  # reads the cluster lock before and after probing
             snapshot = observed.snapshot
-            holder = busy_before or env.state.lock_holder(cluster.name)
+            holder = observed.lock_holder
             if holder is not None:
                 record(env, cluster, observed, None)
                 keep_lease(env, cluster, snapshot)
                 return Outcome(True, f"observed {cluster.name}; a topology change holds the "
                                      f"lock ({holder}): not deciding now")
-            if env.state.epoch(cluster.name) != snapshot.epoch:
+            assert observed.state is not None  # observe() always reads it
+            moved_to = observed.state.record.epoch
+            if moved_to != snapshot.epoch:
                 # A change finished while we probed: what we saw may predate it.
                 record(env, cluster, observed, None)
                 keep_lease(env, cluster, snapshot)
                 return Outcome(True, f"observed {cluster.name}; it moved to epoch "
-                                     f"{env.state.epoch(cluster.name)} meanwhile: not deciding")
+                                     f"{moved_to} meanwhile: not deciding")
             decision = decide(snapshot, policy)
             record(env, cluster, observed, decision)
     except LockBusy:
@@ -159,13 +187,6 @@ def probe_round(env: Env, cluster_name: str) -> Outcome:
 
         log.info("%s: %s", cluster.name, restart_agent(env, cluster, renewal.host))
     return Outcome(outcome.ok, outcome.summary, decision, outcome.epoch)
-
-
-def _last_lease_grant(env: Env, cluster: Cluster) -> LeaseGrant | None:
-    from cr_orchestrator.state.lease import LeaseStore
-
-    last = LeaseStore(env.redis, env.prefix).last_grant(cluster.name)
-    return LeaseGrant(*last) if last is not None else None
 
 
 def keep_lease(env: Env, cluster: Cluster, snapshot: ClusterSnapshot):

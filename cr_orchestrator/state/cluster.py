@@ -30,6 +30,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import redis
 from redis.exceptions import LockError
@@ -37,6 +38,7 @@ from redis.exceptions import LockError
 from cr_orchestrator.state.journal import Step
 from cr_orchestrator.procs import pid_alive
 from cr_orchestrator.state import redis_address
+from cr_orchestrator.state.batch import Batch, Later
 from cr_orchestrator.errors import StateError
 from cr_orchestrator.model import Secret, Topology
 
@@ -246,6 +248,13 @@ def dumps(value: object) -> str:
         raise StateError(str(exc)) from exc
 
 
+class _Unread:
+    """``last`` not given to :meth:`ClusterState.record_decision`: it reads it."""
+
+
+UNREAD = _Unread()
+
+
 class ClusterState:
     """Live state of every cluster, stored in Redis under ``prefix``."""
 
@@ -265,7 +274,16 @@ class ClusterState:
         asks for? None with a plain Redis (``min_acks`` 0): no majority can be known."""
         if self.min_acks <= 0:
             return None
-        info = self.redis.info("replication")
+        return self._quorum_of(self.redis.info("replication"))
+
+    def read_quorum(self, batch: Batch) -> Later[bool | None]:
+        """:meth:`quorum`, queued on ``batch`` (nothing to read with a plain Redis)."""
+        if self.min_acks <= 0:
+            return batch.add(lambda pipe: None, lambda replies: None)
+        return batch.add(lambda pipe: pipe.info("replication"),
+                         lambda replies: self._quorum_of(replies[0]))
+
+    def _quorum_of(self, info: dict) -> bool:
         if info.get("role") != "master":
             return False
         good = sum(1 for name, value in info.items()
@@ -331,9 +349,13 @@ class ClusterState:
         self._ensure(keys=[self.key(cluster)], args=[configured_primary])
         return self.primary(cluster), self.epoch(cluster)
 
+    def queue_ensure(self, pipe: Any, *, cluster: str, configured_primary: str) -> None:
+        """:meth:`ensure` queued on ``pipe`` (a round's writes go in one transaction)."""
+        self._ensure(keys=[self.key(cluster)], args=[configured_primary], client=pipe)
+
     def seeded(self, cluster: str) -> bool:
         """True while the state is the inventory's word, not yet checked against the hosts."""
-        return self.redis.hget(self.key(cluster), "seeded") == b"1"
+        return _seeded(self.redis.hget(self.key(cluster), "seeded"))
 
     def adopt(self, *, cluster: str, primary: str, epoch: int, expected_epoch: int) -> None:
         """Take the primary and epoch that the hosts recorded (clears ``seeded`` and any
@@ -354,19 +376,7 @@ class ClusterState:
         ``{"kind", "new_primary", "old_primary", "epoch", "old_primary_down", "at",
         "reason"}``, or None."""
         key = self.key(cluster)
-        raw = self.redis.hget(key, "change")
-        if raw is None:
-            return None
-        try:
-            value = json.loads(raw)
-            if not isinstance(value, dict):
-                raise ValueError("not an object")
-            for name, kind in (("kind", str), ("new_primary", str), ("epoch", int)):
-                if not isinstance(value.get(name), kind):
-                    raise ValueError(f"{name} missing or not a {kind.__name__}")
-        except ValueError as exc:
-            raise StateError(f"malformed Redis state: {key} change: {exc}") from exc
-        return value
+        return _change(key, self.redis.hget(key, "change"))
 
     def journal_step(self, cluster: str, epoch: int, step: Step) -> bool:
         """The change journaled at ``epoch`` reached ``step`` (never moves back)."""
@@ -380,11 +390,38 @@ class ClusterState:
         return bool(self._finish_change(keys=[self.key(cluster)], args=[str(int(epoch))]))
 
     def primary(self, cluster: str) -> str | None:
-        raw = self.redis.hget(self.key(cluster), "primary")
-        return raw.decode() if raw else None
+        return _text(self.redis.hget(self.key(cluster), "primary"))
 
     def epoch(self, cluster: str) -> int:
         return self._int(self.key(cluster), self.redis.hget(self.key(cluster), "epoch"), "epoch")
+
+    def read_record(self, batch: Batch, cluster: str) -> Later[ClusterRecord]:
+        """The cluster hash (primary, epoch, flags, journal) and the cluster lock's holder,
+        queued on ``batch``."""
+        key, lock = self.key(cluster), self.lock_key(cluster)
+
+        def queue(pipe: Any) -> None:
+            pipe.hgetall(key)
+            pipe.get(lock)
+
+        return batch.add(queue, lambda r: ClusterRecord(key, r[0], _text(r[1])))
+
+    def read_round(self, batch: Batch, cluster: str, *, home: str) -> Later[RoundRecord]:
+        """What a probe round reads of ``cluster`` after probing, queued on ``batch``:
+        the cluster hash and lock holder again (a change may have landed meanwhile), the
+        restart count, the failovers, the failback clock of ``home`` (the configured
+        primary) and the last decision. Malformed values raise when they are used."""
+        keys = [self.key(cluster, part) for part in ("restarts", "failovers",
+                                                     "in_sync_since", "decision")]
+        record = self.read_record(batch, cluster)
+
+        def queue(pipe: Any) -> None:
+            pipe.get(keys[0])
+            pipe.zrange(keys[1], 0, -1, withscores=True)
+            pipe.hget(keys[2], home)
+            pipe.get(keys[3])
+
+        return batch.add(queue, lambda r: RoundRecord(record.value, keys, r))
 
     def promote(self, *, cluster: str, new_primary: str, expected_epoch: int,
                 now: float | None = None, change: dict | None = None) -> int:
@@ -415,10 +452,7 @@ class ClusterState:
         self.redis.hset(self.key(cluster), "paused", "1" if paused else "0")
 
     def paused(self, cluster: str) -> bool:
-        raw = self.redis.hget(self.key(cluster), "paused")
-        if raw not in (None, b"0", b"1"):
-            raise StateError(f"malformed Redis state: {self.key(cluster)} paused={raw!r}")
-        return raw == b"1"
+        return _paused(self.key(cluster), self.redis.hget(self.key(cluster), "paused"))
 
     def restarts(self, cluster: str) -> int:
         key = self.key(cluster, "restarts")
@@ -427,8 +461,9 @@ class ClusterState:
     def count_restart(self, cluster: str) -> int:
         return int(self.redis.incr(self.key(cluster, "restarts")))
 
-    def reset_restarts(self, cluster: str) -> None:
-        self.redis.delete(self.key(cluster, "restarts"))
+    def reset_restarts(self, cluster: str, *, pipe: Any = None) -> None:
+        """``pipe``: queue the write there (a round's writes go in one transaction)."""
+        (pipe or self.redis).delete(self.key(cluster, "restarts"))
 
     def record_failover(self, cluster: str, at: float, *, keep_s: float = 7 * 86400) -> None:
         key = self.key(cluster, "failovers")
@@ -437,21 +472,21 @@ class ClusterState:
 
     def failovers(self, cluster: str) -> tuple[float, ...]:
         key = self.key(cluster, "failovers")
-        return tuple(self._float(key, score) for _, score in self.redis.zrange(key, 0, -1,
-                                                                               withscores=True))
+        return _failovers(key, self.redis.zrange(key, 0, -1, withscores=True))
 
     def in_sync_since(self, *, cluster: str, host: str) -> float | None:
         """Since when ``host`` (the configured primary) is healthy and in sync, or None."""
         key = self.key(cluster, "in_sync_since")
-        raw = self.redis.hget(key, host)
-        return None if raw is None else self._float(key, raw)
+        return _time_or_none(key, self.redis.hget(key, host))
 
-    def set_in_sync_since(self, *, cluster: str, host: str, since: float | None) -> None:
-        key = self.key(cluster, "in_sync_since")
+    def set_in_sync_since(self, *, cluster: str, host: str, since: float | None,
+                          pipe: Any = None) -> None:
+        """``pipe``: queue the write there (a round's writes go in one transaction)."""
+        key, client = self.key(cluster, "in_sync_since"), pipe or self.redis
         if since is None:
-            self.redis.hdel(key, host)
+            client.hdel(key, host)
         else:
-            self.redis.hset(key, host, repr(since))
+            client.hset(key, host, repr(since))
 
     # -- backoff of failing actions ----------------------------------------------------
     def backoff(self, *, cluster: str, action: str, target: str | None) -> tuple[int, float]:
@@ -482,7 +517,8 @@ class ClusterState:
     # -- decisions and events -----------------------------------------------------------
     def record_decision(self, *, cluster: str, action: str, target: str | None, reason: str,
                         epoch: int, now: float, members: dict[str, str] | None = None,
-                        situation: str | None = None) -> bool:
+                        situation: str | None = None, pipe: Any = None,
+                        last: dict | None | _Unread = UNREAD) -> bool:
         """Keep the last decision; append it to the event stream when it changed.
 
         Probe rounds run every few seconds: only a change of action, target or
@@ -490,42 +526,44 @@ class ClusterState:
         up"), or any acting decision, goes to the stream, so history stays readable and
         still says why nothing was done during a blip. (Never keyed on the sentence: its
         numbers change every round.)
+
+        ``last``: the previous decision as the caller read it (a round reads it with the
+        rest of its state, under the round lock, so nothing wrote it since); ``pipe``:
+        queue the writes there (a round's writes go in one transaction).
         """
         key = self.key(cluster, "decision")
-        last = self.last_decision(cluster)
+        if isinstance(last, _Unread):
+            last = self.last_decision(cluster)
         record = {"action": action, "target": target, "reason": reason, "epoch": epoch,
                   "at": now, "members": members or {}, "situation": situation}
-        self.redis.set(key, dumps(record))
+        client = pipe if pipe is not None else self.redis.pipeline(transaction=False)
+        client.set(key, dumps(record))
         quiet = action in (QUIET_ACTIONS)
-        if last and quiet and (last["action"], last["target"], last.get("situation")) \
-                == (action, target, situation):
-            return False
-        self.append_event(cluster=cluster, kind=EventKind.DECISION, at=now,
-                          data={"action": action, "target": target, "reason": reason,
-                                "epoch": epoch, "situation": situation})
-        return True
+        changed = not (last and quiet and (last["action"], last["target"],
+                                           last.get("situation")) == (action, target, situation))
+        if changed:
+            self._xadd(client, cluster, EventKind.DECISION, now,
+                       {"action": action, "target": target, "reason": reason, "epoch": epoch,
+                        "situation": situation})
+        if pipe is None:
+            client.execute()
+        return changed
 
     def last_decision(self, cluster: str) -> dict | None:
         key = self.key(cluster, "decision")
-        raw = self.redis.get(key)
-        if raw is None:
-            return None
-        try:
-            value = json.loads(raw)
-            if not isinstance(value, dict) or "action" not in value:
-                raise ValueError("not a decision record")
-        except ValueError as exc:
-            raise StateError(f"malformed Redis state: {key}: {exc}") from exc
-        return value
+        return _decision(key, self.redis.get(key))
 
     def append_event(self, *, cluster: str, kind: EventKind, data: dict,
                      at: float | None = None) -> str:
         """Append one event (never a secret) to the cluster's stream; returns its id."""
+        return self._xadd(self.redis, cluster, kind, at, data).decode()
+
+    def _xadd(self, client: Any, cluster: str, kind: EventKind, at: float | None,
+              data: dict) -> Any:
         fields = {"at": repr(time.time() if at is None else at), "kind": EventKind(kind).value,
                   "data": dumps(data)}
-        event_id = self.redis.xadd(self.key(cluster, "events"), fields,
-                                   maxlen=EVENTS_MAXLEN, approximate=True)
-        return event_id.decode()
+        return client.xadd(self.key(cluster, "events"), fields, maxlen=EVENTS_MAXLEN,
+                           approximate=True)
 
     def events(self, cluster: str, *, count: int = 20) -> list[Event]:
         """The last ``count`` events of ``cluster``, oldest first."""
@@ -576,8 +614,7 @@ class ClusterState:
                 lock.release()
 
     def lock_holder(self, cluster: str, replica_set: str | None = None) -> str | None:
-        raw = self.redis.get(self.lock_key(cluster, replica_set))
-        return raw.decode() if raw else None
+        return _text(self.redis.get(self.lock_key(cluster, replica_set)))
 
     # -- parsing --------------------------------------------------------------------------
     @staticmethod
@@ -598,6 +635,112 @@ class ClusterState:
         except (TypeError, ValueError):
             raise StateError(f"malformed Redis state: {key} holds {raw!r}, not a time") \
                 from None
+
+
+# ---------------------------------------------------------------- parsing raw values
+# Shared by the single reads of ClusterState and the batched reads of a probe round, so
+# both accept and refuse exactly the same values.
+def _text(raw: bytes | None) -> str | None:
+    return raw.decode() if raw else None
+
+
+def _seeded(raw: bytes | None) -> bool:
+    return raw == b"1"
+
+
+def _paused(key: str, raw: bytes | None) -> bool:
+    if raw not in (None, b"0", b"1"):
+        raise StateError(f"malformed Redis state: {key} paused={raw!r}")
+    return raw == b"1"
+
+
+def _change(key: str, raw: bytes | None) -> dict | None:
+    if raw is None:
+        return None
+    try:
+        value = json.loads(raw)
+        if not isinstance(value, dict):
+            raise ValueError("not an object")
+        for name, kind in (("kind", str), ("new_primary", str), ("epoch", int)):
+            if not isinstance(value.get(name), kind):
+                raise ValueError(f"{name} missing or not a {kind.__name__}")
+    except ValueError as exc:
+        raise StateError(f"malformed Redis state: {key} change: {exc}") from exc
+    return value
+
+
+def _decision(key: str, raw: bytes | None) -> dict | None:
+    if raw is None:
+        return None
+    try:
+        value = json.loads(raw)
+        if not isinstance(value, dict) or "action" not in value:
+            raise ValueError("not a decision record")
+    except ValueError as exc:
+        raise StateError(f"malformed Redis state: {key}: {exc}") from exc
+    return value
+
+
+def _failovers(key: str, pairs: list) -> tuple[float, ...]:
+    return tuple(ClusterState._float(key, score) for _, score in pairs)
+
+
+def _time_or_none(key: str, raw: bytes | None) -> float | None:
+    return None if raw is None else ClusterState._float(key, raw)
+
+
+class ClusterRecord:
+    """The cluster hash as read once (``HGETALL``) and the cluster lock's holder then.
+    Each field is parsed when used, as the single reads parse it (a malformed flag
+    raises :class:`StateError` where it is read, not where the hash was)."""
+
+    def __init__(self, key: str, raw: dict[bytes, bytes], lock_holder: str | None) -> None:
+        self.key, self.raw, self.lock_holder = key, raw, lock_holder
+
+    @property
+    def primary(self) -> str | None:
+        return _text(self.raw.get(b"primary"))
+
+    @property
+    def epoch(self) -> int:
+        return ClusterState._int(self.key, self.raw.get(b"epoch"), "epoch")
+
+    @property
+    def paused(self) -> bool:
+        return _paused(self.key, self.raw.get(b"paused"))
+
+    @property
+    def seeded(self) -> bool:
+        return _seeded(self.raw.get(b"seeded"))
+
+    @property
+    def change(self) -> dict | None:
+        return _change(self.key, self.raw.get(b"change"))
+
+
+class RoundRecord:
+    """What a probe round reads of its cluster after probing (:meth:`ClusterState.read_round`),
+    parsed when used."""
+
+    def __init__(self, record: ClusterRecord, keys: list[str], raw: list) -> None:
+        self.record = record
+        self._keys, self._raw = keys, raw
+
+    @property
+    def restarts(self) -> int:
+        return ClusterState._int(self._keys[0], self._raw[0], None)
+
+    @property
+    def failovers(self) -> tuple[float, ...]:
+        return _failovers(self._keys[1], self._raw[1])
+
+    @property
+    def in_sync_since(self) -> float | None:
+        return _time_or_none(self._keys[2], self._raw[2])
+
+    @property
+    def last_decision(self) -> dict | None:
+        return _decision(self._keys[3], self._raw[3])
 
 
 class Lease:

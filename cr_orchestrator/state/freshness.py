@@ -22,10 +22,12 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 import redis as redis_lib
 
 from cr_orchestrator.errors import SyncError
+from cr_orchestrator.state.batch import Batch, Later
 
 MAX_RETRY_DELAY_S = 900.0
 MIN_RETRY_DELAY_S = 5.0
@@ -66,6 +68,26 @@ def retry_delay_s(*, consecutive_failures: int, every_s: float) -> float:
 def _num(raw: dict, key: str, kind=float):
     value = raw.get(key)
     return None if value in (None, "") else kind(value)
+
+
+def _record(host: str, hash_: dict, now: float | None) -> Freshness:
+    """A target's hash (``HGETALL``) as its :class:`Freshness`, lag at ``now``."""
+    raw = {k.decode() if isinstance(k, bytes) else k: v.decode() if isinstance(v, bytes) else v
+           for k, v in hash_.items()}
+    record = Freshness(
+        host=host,
+        last_success_at=_num(raw, "last_success_at"),
+        last_success_started_at=_num(raw, "last_success_started_at"),
+        last_success_source=raw.get("last_success_source") or None,
+        last_success_epoch=_num(raw, "last_success_epoch", int),
+        bytes=_num(raw, "bytes", int), files=_num(raw, "files", int),
+        duration_s=_num(raw, "duration_s"), last_attempt_at=_num(raw, "last_attempt_at"),
+        last_error=raw.get("last_error") or None, last_error_at=_num(raw, "last_error_at"),
+        consecutive_failures=int(raw.get("consecutive_failures") or 0),
+        next_retry_at=_num(raw, "next_retry_at"),
+    )
+    lag = record.lag_at(time.time() if now is None else now)
+    return Freshness(**{**record.__dict__, "lag_s": lag})
 
 
 class FreshnessStore:
@@ -114,22 +136,7 @@ class FreshnessStore:
         return self.get(cluster=cluster, set_name=set_name, host=host, now=ended_at)
 
     def get(self, *, cluster: str, set_name: str, host: str, now: float | None = None) -> Freshness:
-        raw = {k.decode() if isinstance(k, bytes) else k: v.decode() if isinstance(v, bytes) else v
-               for k, v in self.redis.hgetall(self._target_key(cluster, set_name, host)).items()}
-        record = Freshness(
-            host=host,
-            last_success_at=_num(raw, "last_success_at"),
-            last_success_started_at=_num(raw, "last_success_started_at"),
-            last_success_source=raw.get("last_success_source") or None,
-            last_success_epoch=_num(raw, "last_success_epoch", int),
-            bytes=_num(raw, "bytes", int), files=_num(raw, "files", int),
-            duration_s=_num(raw, "duration_s"), last_attempt_at=_num(raw, "last_attempt_at"),
-            last_error=raw.get("last_error") or None, last_error_at=_num(raw, "last_error_at"),
-            consecutive_failures=int(raw.get("consecutive_failures") or 0),
-            next_retry_at=_num(raw, "next_retry_at"),
-        )
-        lag = record.lag_at(time.time() if now is None else now)
-        return Freshness(**{**record.__dict__, "lag_s": lag})
+        return _record(host, self.redis.hgetall(self._target_key(cluster, set_name, host)), now)
 
     def freshness(self, cluster: str, set_name: str, *, now: float | None = None
                   ) -> dict[str, Freshness]:
@@ -137,6 +144,20 @@ class FreshnessStore:
         hosts = sorted(h.decode() if isinstance(h, bytes) else h
                        for h in self.redis.smembers(f"{self._base(cluster, set_name)}:targets"))
         return {h: self.get(cluster=cluster, set_name=set_name, host=h, now=now) for h in hosts}
+
+    def read_records(self, batch: Batch, cluster: str, set_name: str, *, hosts: list[str],
+                     now: float) -> Later[dict[str, Freshness]]:
+        """The records of those of ``hosts`` that have one, queued on ``batch``: what
+        :meth:`freshness` gives for them, without reading the set of targets first (a
+        probe round asks for its members only, with its other reads)."""
+        keys = [self._target_key(cluster, set_name, h) for h in hosts]
+
+        def queue(pipe: Any) -> None:
+            for key in keys:
+                pipe.hgetall(key)
+
+        return batch.add(queue, lambda replies: {
+            h: _record(h, raw, now) for h, raw in zip(hosts, replies) if raw})
 
     def record_source_run(self, *, cluster: str, set_name: str, host: str,
                           started_at: float, epoch: int) -> None:

@@ -298,3 +298,49 @@ def test_locks_of_dead_processes_here_are_freed_others_kept(state, redis_client)
     assert release_dead_holders(redis_client, state.prefix) == [state.lock_key("mail")]
     assert state.lock_holder("mail") is None
     assert state.lock_holder("mail", "maildata") and state.lock_holder("web")
+
+
+def test_a_rounds_batched_read_says_what_the_single_reads_say(state, redis_client):
+    # a probe round reads its state in one pipeline (state/batch.py); it must give the
+    # values, and refuse the malformed ones, exactly as the one-key reads do
+    from cr_orchestrator.state.batch import Batch
+
+    state.ensure(cluster="mail", configured_primary="mail-a")
+    state.promote(cluster="mail", new_primary="mail-b", expected_epoch=0, now=5.0,
+                  change={"kind": "failover", "old_primary": "mail-a"})
+    state.set_paused("mail", True)
+    state.count_restart("mail")
+    state.record_failover("mail", 10.0)
+    state.set_in_sync_since(cluster="mail", host="mail-a", since=50.0)
+    state.record_decision(cluster="mail", action="none", target=None, reason="ok", epoch=1,
+                          now=1.0, situation="primary_up")
+    batch = Batch(redis_client)
+    later = state.read_round(batch, "mail", home="mail-a")
+    batch.run()
+    read = later.value
+    assert (read.record.primary, read.record.epoch, read.record.paused, read.record.seeded,
+            read.record.change, read.record.lock_holder) == (
+        state.primary("mail"), state.epoch("mail"), True, state.seeded("mail"),
+        state.change("mail"), None)
+    assert (read.restarts, read.failovers, read.in_sync_since, read.last_decision) == (
+        1, (10.0,), 50.0, state.last_decision("mail"))
+
+    # written with the decision's pipeline: quiet repeats stay out of the stream
+    pipe = redis_client.pipeline(transaction=True)
+    assert not state.record_decision(cluster="mail", action="none", target=None,
+                                     reason="ok again", epoch=1, now=2.0,
+                                     situation="primary_up", pipe=pipe,
+                                     last=read.last_decision)
+    pipe.execute()
+    assert state.last_decision("mail")["reason"] == "ok again"
+    assert len(state.events("mail")) == 1
+
+    redis_client.hset(state.key("mail"), "paused", "maybe")
+    redis_client.set(state.key("mail", "decision"), "{not json")
+    batch = Batch(redis_client)
+    later = state.read_round(batch, "mail", home="mail-a")
+    batch.run()  # nothing is parsed yet: a value raises where it is used
+    with pytest.raises(StateError, match=f"malformed Redis state: {state.key('mail')} paused"):
+        assert later.value.record.paused
+    with pytest.raises(StateError, match="malformed Redis state: .*:decision"):
+        assert later.value.last_decision
