@@ -53,9 +53,15 @@ def linux_renewal_script(*, cluster: str, epoch: int, ttl_s: float, paused: bool
     """The POSIX sh that writes the lease and reports the agent (one line on stdout)."""
     d = shlex.quote(directory)
     lease, beat = (shlex.quote(f"{directory}/{cluster}.{n}") for n in ("lease", "lease-agent"))
+    agent = shlex.quote(f"{directory}/cr-lease-agent-{cluster}.sh")
+    # the agent's "refresh" extends the kernel's part of the lease (the shared IP's
+    # lifetime, the service ports' opening) from the lease just written, also while the
+    # agent itself is down; in a session of its own, so that the answer (and the round
+    # waiting for it) does not wait for it: it checks the clock itself before acting
     return f"""read up _ </proc/uptime || exit 3
 mkdir -p {d} && printf '%s %s %s %s\\n' {int(epoch)} "$up" {ttl_s:g} {1 if paused else 0} \
 >{lease}.new && mv -f {lease}.new {lease} || exit 4
+[ -r {agent} ] && setsid -f timeout 2 sh {agent} refresh </dev/null >/dev/null 2>&1
 why=""
 if read -r pid beat _ <{beat} 2>/dev/null; then
   if [ "$(readlink /proc/$pid/ns/net 2>/dev/null)" != "$(readlink /proc/$$/ns/net)" ] \

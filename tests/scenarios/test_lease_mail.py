@@ -70,6 +70,23 @@ def agent_log(lab, host: str) -> list[str]:
     return path.read_text().splitlines() if path.exists() else []
 
 
+def address_lifetime(lab, host: str) -> int | None:
+    """Seconds the kernel still keeps the shared IP on ``host``; None: forever or not held."""
+    listing = lab.run_on(host, "ip -o addr show dev eth0").stdout
+    line = next((line for line in listing.splitlines() if f" {lab.shared_ip}/" in line), "")
+    m = re.search(r"valid_lft (\d+)sec", line)
+    return int(m[1]) if m else None
+
+
+def greets(lab, host: str) -> bool:
+    """An SMTP greeting from ``host``'s own address, seen from the client."""
+    address = lab.hosts[host].public
+    probe = ("import socket; s = socket.create_connection((%r, 25), timeout=1); "
+             "print(s.recv(64).decode())" % address)
+    done = lab.run_on("client", ["python3", "-c", probe])
+    return done.returncode == 0 and done.stdout.startswith("220")
+
+
 def log_time(stamp: str) -> float:
     return datetime.datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
 
@@ -103,6 +120,11 @@ def test_asymmetric_partition_the_old_primary_stops_before_the_new_one_starts(
     before = len(agent_log(lab, "mail-a"))
     cut = time.time()
     lab.fail("mail-a", "asymmetric")
+    # the shared IP goes first: its kernel lifetime ends over a second before the lease
+    # runs out, or the agent releases it when the lease does
+    wait_for(lambda: "mail-a" not in shared_ip_holder(lab), 30,
+             "mail-a's shared IP to go", every_s=0.1)
+    dropped = time.time()
     wait_for(lambda: orch.state.primary("mail") == "mail-b", 90, "mail-b promoted",
              every_s=0.2)
     promotion = next(e for e in orch.state.events("mail", count=200)
@@ -113,11 +135,11 @@ def test_asymmetric_partition_the_old_primary_stops_before_the_new_one_starts(
     lines = agent_log(lab, "mail-a")[before:]
     fence = next((FENCE.match(line) for line in lines if FENCE.match(line)), None)
     assert fence is not None, "\n".join(lines)
-    released = next(RELEASED.match(line) for line in lines if RELEASED.match(line))
     stopped = next(STOPPED.match(line) for line in lines if STOPPED.match(line))
     policy_wait = float(fence["ttl"]) + 0.3  # lease_margin: 0.3 of a 1 s renewal
-    figures = (f"lease run {run}: cut at 0; mail-a fenced (IP released) at "
-               f"{log_time(released['at']) - cut:.2f} s, service stopped at "
+    figures = (f"lease run {run}: cut at 0; mail-a's shared IP gone at {dropped - cut:.2f} s "
+               f"(released by the agent: {any(RELEASED.match(line) for line in lines)}), "
+               f"service stopped at "
                f"{log_time(stopped['at']) - cut:.2f} s after {fence['silent']} s without "
                f"renewal (ttl {fence['ttl']} s); mail-b promoted at "
                f"{promotion.at - cut:.2f} s")
@@ -127,7 +149,7 @@ def test_asymmetric_partition_the_old_primary_stops_before_the_new_one_starts(
     assert float(fence["ttl"]) <= float(fence["silent"]) < policy_wait, figures
     # and mail-b was promoted only after: clients had lost mail-a's shared IP and its
     # service was stopping (the watch says they never saw both serve)
-    assert log_time(fence["at"]) <= log_time(released["at"]) < promotion.at, figures
+    assert dropped < promotion.at and log_time(fence["at"]) < promotion.at, figures
     assert not serving(lab, "mail-a") and "mail-a" not in shared_ip_holder(lab)
     decision = next(e.data["reason"] for e in reversed(orch.state.events("mail", count=200))
                     if e.kind == "decision" and e.data.get("action") == "failover")
@@ -140,6 +162,37 @@ def test_asymmetric_partition_the_old_primary_stops_before_the_new_one_starts(
     wait_for(lambda: (orch.state.last_decision("mail") or {}).get("members", {}).get("mail-a")
              not in (None, "host down", "host suspect"), 60, "mail-a seen again", every_s=0.5)
     assert not serving(lab, "mail-a")
+
+
+def test_a_frozen_primary_loses_the_shared_ip_in_its_own_kernel(lab, leased):
+    """Every process of mail-a stopped for 20 s (its agent too: a host whose userspace
+    hangs while its kernel runs). Nothing on mail-a can release the shared IP, but the
+    address only lives as long as the lease: the kernel drops it before mail-b is
+    promoted, so clients never see two hosts answer ARP for it (the watch checks)."""
+    orch = leased
+    ttl = float((Path(lab.state_dir_of("mail-a")) / "mail.lease").read_text().split()[2])
+    lifetime = address_lifetime(lab, "mail-a")
+    assert lifetime is not None and lifetime < ttl, lifetime
+    frozen = time.time()
+    lab.fail("mail-a", "freeze", for_s=20)
+    wait_for(lambda: "mail-a" not in shared_ip_holder(lab), ttl + 2,
+             "mail-a's kernel to drop the shared IP", every_s=0.1)
+    dropped = time.time() - frozen
+    wait_for(lambda: orch.state.primary("mail") == "mail-b", 60, "mail-b promoted",
+             every_s=0.2)
+    promotion = next(e for e in orch.state.events("mail", count=200)
+                     if e.kind == "promotion" and e.data.get("new_primary") == "mail-b")
+    print(f"freeze at 0: mail-a's address gone at {dropped:.2f} s, mail-b promoted at "
+          f"{promotion.at - frozen:.2f} s")
+    assert dropped < promotion.at - frozen
+    wait_for(lambda: shared_ip_holder(lab) == ["mail-b"], 30, "mail-b holding the shared IP",
+             every_s=0.2)
+    assert lab.faults(), "the freeze ended before the check"  # still frozen: the kernel did it
+    wait_for(lambda: not lab.faults(), 40, "the freeze to end", every_s=0.5)
+    # thawed, its agent finds the lease run out and stops the service
+    wait_for(lambda: not serving(lab, "mail-a"), 30, "mail-a's agent to stop its service",
+             every_s=0.3)
+    assert shared_ip_holder(lab) == ["mail-b"]
 
 
 def test_a_short_blip_neither_fences_nor_fails_over(lab, leased):
@@ -160,18 +213,22 @@ def test_a_short_blip_neither_fences_nor_fails_over(lab, leased):
     assert not moves, moves
 
 
-def test_a_killed_agent_is_reported_and_restarted_through_the_role(lab, leased):
+def test_a_killed_agent_is_reported_and_restarted_through_the_role(lab, leased,
+                                                                    split_brain_watch):
     import subprocess
+
+    from cr_orchestrator.testworld.clientwatch import summarise
 
     orch = leased
     pidfile = Path(lab.state_dir_of("mail-a")) / "mail.lease-agent.pid"
     old = int(pidfile.read_text())
+    assert address_lifetime(lab, "mail-a") is not None  # the kernel keeps the lease too
     killed = time.time()
     os.kill(old, signal.SIGKILL)
     wait_for(lambda: orch.lease.agent("mail")["state"] == "down", 30,
              "the orchestrator to see mail-a's agent down", every_s=0.2)
     # the service keeps running: nobody fences it, its lease is kept by the orchestrator
-    assert serving(lab, "mail-a") and shared_ip_holder(lab) == ["mail-a"]
+    assert serving(lab, "mail-a")
     status = subprocess.run([CRCTL, "status", "-i", orch.inventory, "--redis-url",
                              orch.redis_url, "--prefix", orch.prefix],
                             capture_output=True, text=True, timeout=60)
@@ -193,6 +250,39 @@ def test_a_killed_agent_is_reported_and_restarted_through_the_role(lab, leased):
     wait_for(restarts, 60, "the record of the role's run", every_s=0.5)
     assert restarts()[-1]["ok"] and restarts()[-1]["limit"] == "mail-a", restarts()
     assert serving(lab, "mail-a") and orch.state.primary("mail") == "mail-a"
+    assert shared_ip_holder(lab) == ["mail-a"] and greets(lab, "mail-a")
+    # and clients never lost it: the renewals extended the kernel's part of the lease
+    # (the shared IP's lifetime, the ports' opening) while the agent was down
+    watched = [s for s in split_brain_watch.samples() if s["t"] >= killed]
+    assert summarise(watched).longest_outage_s < 1.0, summarise(watched).sentence()
+
+
+def test_a_hung_agent_leaves_the_kernel_lease_to_the_renewals(lab, leased, split_brain_watch):
+    """mail-a's agent stopped (SIGSTOP) for longer than the address's lifetime and the
+    ports' opening, the host itself fine: the orchestrator's renewals extend both (the
+    renewal runs the agent's script once, "refresh"), so clients see no outage."""
+    from cr_orchestrator.testworld.clientwatch import summarise
+
+    pid = int((Path(lab.state_dir_of("mail-a")) / "mail.lease-agent.pid").read_text())
+    lifetime = address_lifetime(lab, "mail-a")
+    assert lifetime is not None
+    hung = time.time()
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        time.sleep(lifetime + 3)
+        assert shared_ip_holder(lab) == ["mail-a"] and greets(lab, "mail-a")
+        assert address_lifetime(lab, "mail-a") is not None  # still bounded by the lease
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    watched = [s for s in split_brain_watch.samples() if s["t"] >= hung]
+    assert summarise(watched).longest_outage_s < 1.0, summarise(watched).sentence()
+    assert not any("ran out" in line for line in agent_log(lab, "mail-a"))
+    assert orch_primary_is(leased, "mail-a")
+
+
+def orch_primary_is(orch, host: str) -> bool:
+    return orch.state.primary("mail") == host and not [
+        e for e in orch.state.events("mail", count=100) if e.kind == "promotion"]
     assert not any(e.kind == "promotion" for e in events)
     assert not any("ran out" in line for line in agent_log(lab, "mail-a"))
 
