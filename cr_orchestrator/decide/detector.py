@@ -117,51 +117,88 @@ def default_stale_after(policy: Policy) -> float:
 
 
 # ---------------------------------------------------------------- rounds → samples
-def _through_shared_ip(o: Observation) -> bool:
-    return o.detail.get("target", "host") == "shared_ip"
+class _Round:
+    """One round's observations of one host from one vantage, sorted once by what they
+    are about, with the host's sample folded in as they come. Every sample used to
+    re-read the whole round (and once more per service); with a host in many clusters
+    the window holds hundreds of rounds, most of them other clusters' (their services
+    are not this cluster's), and that was most of the detector's time."""
+
+    __slots__ = ("checks", "shared", "status", "named", "unnamed", "seen", "alive",
+                 "degraded", "host_error", "check_error")
+
+    def __init__(self) -> None:
+        self.checks: list[Observation] = []  # protocol checks of the host's own address
+        self.shared: list[Observation] = []  # protocol checks through the shared IP
+        self.status: dict[str, list[Observation]] = {}  # "service:<name>" by name
+        self.named: set[object] = set()  # services the own checks name in their detail
+        self.unnamed = False  # an own check names no service (it is the only service's)
+        # the host sample: the host probe and the own checks
+        self.seen = self.alive = self.degraded = False
+        self.host_error: str | None = None  # the first error of a host probe
+        self.check_error: str | None = None  # the first error of an own check
+
+    def add(self, o: Observation) -> None:
+        subject = o.subject
+        if subject == "host":
+            self.host_error = self.host_error or o.error
+        elif subject.startswith("check:"):
+            detail = o.detail
+            if detail.get("target", "host") == "shared_ip":
+                self.shared.append(o)
+                return
+            self.checks.append(o)
+            if "service" in detail:
+                self.named.add(detail["service"])
+            else:
+                self.unnamed = True
+            self.check_error = self.check_error or o.error
+        else:
+            if subject.startswith("service:"):
+                self.status.setdefault(subject[8:], []).append(o)
+            return
+        # the host probe or an own check: the host answered, even by a refused connection
+        self.seen = True
+        health = o.health
+        if not self.alive:
+            self.alive = health is not Health.UNREACHABLE or bool(o.detail.get("refused"))
+        if health is Health.DEGRADED:
+            self.degraded = True
+
+    def about(self, service: str, only_service: bool) -> bool:
+        """Whether anything of this round is about ``service`` (else its sample is None)."""
+        return service in self.status or service in self.named \
+            or (only_service and self.unnamed)
 
 
-def _own_checks(obs: list[Observation]) -> list[Observation]:
-    return [o for o in obs if o.subject.startswith("check:") and not _through_shared_ip(o)]
-
-
-def host_sample(round_obs: list[Observation], at: float) -> Sample | None:
+def host_sample(r: _Round, at: float) -> Sample:
     """The host answered if anything of it answered at all, even by refusing a connection
-    (its kernel is up; the service is judged separately)."""
-    relevant = [o for o in round_obs if o.subject == "host"] + _own_checks(round_obs)
-    if not relevant:
-        return None
-    alive = any(o.health is not Health.UNREACHABLE or o.detail.get("refused")
-                for o in relevant)
-    errors = [o.error for o in relevant if o.error]
-    return Sample(at, alive, any(o.health is Health.DEGRADED for o in relevant),
-                  None if alive else (errors[0] if errors else "no answer"))
+    (its kernel is up; the service is judged separately). The first error is the host
+    probe's, else a check's. For a round with a host probe or an own check (``seen``)."""
+    return Sample(at, r.alive, r.degraded,
+                  None if r.alive else (r.host_error or r.check_error or "no answer"))
 
 
-def service_sample(round_obs: list[Observation], service: str, at: float,
-                   only_service: bool) -> Sample | None:
-    """The service served: not reported stopped, and its checks answered."""
-    status = [o for o in round_obs if o.subject == f"service:{service}"]
-    checks = [o for o in _own_checks(round_obs)
+def service_sample(r: _Round, service: str, at: float, only_service: bool) -> Sample:
+    """The service served: not reported stopped, and its checks answered. For a round
+    that is :meth:`~_Round.about` the service."""
+    status = r.status.get(service, [])
+    checks = [o for o in r.checks
               if o.detail.get("service", service if only_service else None) == service]
     degraded = any(o.health is Health.DEGRADED for o in status + checks)
     stopped = [o for o in status if o.health is Health.DOWN]
     if stopped:
         return Sample(at, False, degraded, stopped[0].error or "service reported stopped")
-    judged = checks or status
-    if not judged:
-        return None
-    failed = [o for o in judged if o.health not in _ANSWERED]
+    failed = [o for o in checks or status if o.health not in _ANSWERED]
     if failed:
         return Sample(at, False, degraded, f"{failed[0].subject}: {failed[0].error or 'failed'}")
     return Sample(at, True, degraded)
 
 
-def shared_ip_sample(round_obs: list[Observation], at: float) -> Sample | None:
-    """Clients got an answer: every check through the shared IP answered this round."""
-    checks = [o for o in round_obs if o.subject.startswith("check:") and _through_shared_ip(o)]
-    if not checks:
-        return None
+def shared_ip_sample(r: _Round, at: float) -> Sample:
+    """Clients got an answer: every check through the shared IP answered this round (a
+    round with such checks)."""
+    checks = r.shared
     failed = [o for o in checks if o.health not in _ANSWERED]
     if failed:
         return Sample(at, False, error=f"{failed[0].subject}: {failed[0].error or 'failed'}")
@@ -255,16 +292,21 @@ def _unknown_reason(what: str, views: list[View], policy: Policy, now: float) ->
 
 
 # ---------------------------------------------------------------- the whole cluster
-_Rounds = dict[tuple[str, str], dict[float, list[Observation]]]  # (host, vantage) → at → round
+_Rounds = dict[tuple[str, str], dict[float, _Round]]  # (host, vantage) → at → round
 
 
 def _rounds(observations: Iterable[Observation]) -> _Rounds:
-    by_key: _Rounds = defaultdict(
-        lambda: defaultdict(list))
+    by_key: _Rounds = {}
     for o in observations:
         if o.subject == "vantage":
             continue  # the peer could not look: says nothing about the target
-        by_key[(o.host, o.vantage)][o.at].append(o)
+        by_at = by_key.get((o.host, o.vantage))
+        if by_at is None:
+            by_at = by_key[(o.host, o.vantage)] = {}
+        r = by_at.get(o.at)
+        if r is None:
+            r = by_at[o.at] = _Round()
+        r.add(o)
     return by_key
 
 
@@ -275,22 +317,23 @@ def assess(*, cluster: Cluster, observations: Iterable[Observation], now: float,
     stale = default_stale_after(policy) if stale_after_s is None else stale_after_s
     rounds = _rounds(observations)
     names = [s.name for s in cluster.services]
+    only_service = len(names) == 1
     host_views: dict[str, list[View]] = defaultdict(list)
     service_views: dict[tuple[str, str], list[View]] = defaultdict(list)
     shared_views: dict[str, list[View]] = defaultdict(list)
     for (host, vantage), by_at in rounds.items():
-        via = [shared_ip_sample(obs, at) for at, obs in by_at.items()]
-        if any(via):
-            shared_views[host].append(run_view(vantage=vantage, samples=[s for s in via if s],
-                                               policy=policy, now=now, stale_after_s=stale))
-        samples = [host_sample(obs, at) for at, obs in by_at.items()]
-        host_views[host].append(run_view(vantage=vantage, samples=[s for s in samples if s],
-                                         policy=policy, now=now, stale_after_s=stale))
+        via = [shared_ip_sample(r, at) for at, r in by_at.items() if r.shared]
+        if via:
+            shared_views[host].append(run_view(vantage=vantage, samples=via, policy=policy,
+                                               now=now, stale_after_s=stale))
+        samples = [host_sample(r, at) for at, r in by_at.items() if r.seen]
+        host_views[host].append(run_view(vantage=vantage, samples=samples, policy=policy,
+                                         now=now, stale_after_s=stale))
         for name in names:
-            ss = [service_sample(obs, name, at, len(names) == 1) for at, obs in by_at.items()]
+            ss = [service_sample(r, name, at, only_service) for at, r in by_at.items()
+                  if r.about(name, only_service)]
             service_views[(host, name)].append(run_view(
-                vantage=vantage, samples=[s for s in ss if s], policy=policy, now=now,
-                stale_after_s=stale))
+                vantage=vantage, samples=ss, policy=policy, now=now, stale_after_s=stale))
     isolated, reason = _observer_isolated(host_views)
     hosts = {}
     for host in cluster.hosts():
