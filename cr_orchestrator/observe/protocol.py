@@ -17,9 +17,12 @@ against an in-test responder, not against a real SQL Server.
 from __future__ import annotations
 
 import asyncio
+import functools
+import os
 import socket
 import ssl
 import struct
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -252,12 +255,7 @@ async def _read_answer(reader: asyncio.StreamReader, check: Check) -> bytes:
 async def _speak(target: CheckTarget) -> tuple[bytes, float]:
     """Connect, send, read; return the answer and the connect time."""
     check = target.check
-    tls = None
-    if check.kind is CheckKind.HTTPS:
-        # A liveness check sends no secret, so a self-signed certificate must not fail it.
-        tls = ssl.create_default_context()
-        tls.check_hostname = False
-        tls.verify_mode = ssl.CERT_NONE
+    tls = _unverified_tls() if check.kind is CheckKind.HTTPS else None
     started = time.monotonic()
     reader, writer = await asyncio.open_connection(target.address, check.port, ssl=tls,
                                                    limit=MAX_READ)
@@ -271,6 +269,17 @@ async def _speak(target: CheckTarget) -> tuple[bytes, float]:
     finally:
         writer.close()
     return data, connect_s
+
+
+@functools.lru_cache(maxsize=1)
+def _unverified_tls() -> ssl.SSLContext:
+    """The TLS settings of an HTTPS check, made once per process (a context loads the
+    system's CA certificates: milliseconds of CPU that every check paid). A liveness
+    check sends no secret, so a self-signed certificate must not fail it."""
+    tls = ssl.create_default_context()
+    tls.check_hostname = False
+    tls.verify_mode = ssl.CERT_NONE
+    return tls
 
 
 async def check_async(*, target: CheckTarget, timeout_s: float, at: float | None = None,
@@ -312,7 +321,27 @@ async def run_checks_async(*, targets: list[CheckTarget], timeout_s: float,
 
 def run_checks(*, targets: list[CheckTarget], timeout_s: float,
                at: float | None = None) -> list[Observation]:
-    """Blocking wrapper of :func:`run_checks_async` (own event loop; call from a thread)."""
+    """Blocking wrapper of :func:`run_checks_async` (on the process's check loop; call
+    from any thread but that loop's)."""
     if not targets:
         return []
-    return asyncio.run(run_checks_async(targets=targets, timeout_s=timeout_s, at=at))
+    return asyncio.run_coroutine_threadsafe(
+        run_checks_async(targets=targets, timeout_s=timeout_s, at=at), _loop()).result()
+
+
+_LOOP_LOCK = threading.Lock()
+_LOOP: tuple[int, asyncio.AbstractEventLoop] | None = None
+
+
+def _loop() -> asyncio.AbstractEventLoop:
+    """The process's event loop for checks, in a daemon thread: a new loop per round
+    (``asyncio.run``) cost about a millisecond of CPU to make and close
+    (bench/profile_round.py). A forked child (a Celery pool process) makes its own:
+    threads do not survive fork."""
+    global _LOOP
+    with _LOOP_LOCK:
+        if _LOOP is None or _LOOP[0] != os.getpid():
+            loop = asyncio.new_event_loop()
+            threading.Thread(target=loop.run_forever, name="cr-checks", daemon=True).start()
+            _LOOP = (os.getpid(), loop)
+        return _LOOP[1]

@@ -45,6 +45,14 @@ from cr_orchestrator.remote.ssh import SshRun
 
 log = logging.getLogger(__name__)
 
+# asyncssh logs at INFO five lines per channel (session requested, command, exit status,
+# channel close, closed) and more per connection: ~20 lines a probe round, formatted and
+# written by every worker process (a visible part of a round's CPU in bench/scale.py's
+# logs), and nothing an operator reads: a failure reaches the probe's own result. Its
+# warnings and errors still show; a level set explicitly (logging config) is kept.
+if logging.getLogger("asyncssh").level == logging.NOTSET:
+    logging.getLogger("asyncssh").setLevel(logging.WARNING)
+
 COLLECT_MARGIN_S = 1.0  # the caller's own wait beyond the deadline (loop busy, thread start)
 UNSUPPORTED = ("proxycommand", "proxyjump")
 
@@ -146,6 +154,49 @@ def _known_hosts_name(host: str, port: int) -> str:
     return host if port == 22 else f"[{host}]:{port}"
 
 
+class _Output(asyncssh.SSHClientSession[str]):
+    """One command's output and exit, collected as the channel delivers them: the lean
+    twin of ``conn.run()``, whose process and stream layers (readers, writers,
+    redirection) cost about a third of a command's CPU here (bench/profile_round.py)."""
+
+    def __init__(self) -> None:
+        self.stdout: list[str] = []
+        self.stderr: list[str] = []
+        self.exit_status: int | None = None
+        self.exit_signal: tuple[str, bool, str, str] | None = None
+        self.lost: Exception | None = None
+
+    def data_received(self, data: str, datatype: asyncssh.DataType) -> None:
+        (self.stderr if datatype == asyncssh.EXTENDED_DATA_STDERR else self.stdout).append(data)
+
+    def exit_status_received(self, status: int) -> None:
+        self.exit_status = status
+
+    def exit_signal_received(self, signal: str, core_dumped: bool, msg: str,
+                             lang: str) -> None:
+        self.exit_signal = (signal, core_dumped, msg, lang)
+        self.exit_status = -1  # as asyncssh reports a signalled command's status
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = exc
+
+
+async def _command(conn: asyncssh.SSHClientConnection, command: str,
+                   stdin: str | None) -> _Output:
+    """Run ``command`` on a new channel of ``conn``: its stdin then EOF (as ``conn.run``:
+    only when there is input), then wait for the channel to close. Raises what opening
+    the channel raises, and the connection's loss when it goes while the command runs."""
+    chan, out = await conn.create_session(_Output, command, encoding="utf-8",
+                                          errors="replace")
+    if stdin:
+        chan.write(stdin)
+        chan.write_eof()
+    await chan.wait_closed()
+    if out.lost is not None:
+        raise out.lost
+    return out
+
+
 class _Client(asyncssh.SSHClient):
     """Tells the pool when its connection is gone, so the next command reconnects."""
 
@@ -209,16 +260,14 @@ class SshPool:
             async with asyncio.timeout(deadline_s):
                 conn, reused = await self._connection(target, connect_timeout_s)
                 try:
-                    result = await conn.run(command, input=stdin, check=False,
-                                            encoding="utf-8", errors="replace")
+                    result = await _command(conn, command, stdin)
                 except (asyncssh.ChannelOpenError, asyncssh.ConnectionLost, ConnectionError):
                     if not reused:
                         raise
                     # A kept connection that died unnoticed: one more try on a new one.
                     self._drop(target, conn)
                     conn, _ = await self._connection(target, connect_timeout_s)
-                    result = await conn.run(command, input=stdin, check=False,
-                                            encoding="utf-8", errors="replace")
+                    result = await _command(conn, command, stdin)
         except TimeoutError:
             return done(None, timed_out=True)
         except asyncssh.HostKeyNotVerifiable as exc:
@@ -234,8 +283,7 @@ class SshPool:
         except OSError as exc:
             return done(255, err=f"ssh: connect to host {target.host} port {target.port}: "
                                  f"{exc.strerror or exc}")
-        stdout = result.stdout if isinstance(result.stdout, str) else ""
-        stderr = result.stderr if isinstance(result.stderr, str) else ""
+        stdout, stderr = "".join(result.stdout), "".join(result.stderr)
         if result.exit_status is None or result.exit_status < 0:
             why = f"remote command ended by signal {result.exit_signal[0]}" \
                 if result.exit_signal else "remote command ended without an exit status"

@@ -1,10 +1,10 @@
 """The orchestrator's runtime configuration: the one place that reads the environment.
 
 Every setting that comes from the environment is a field of :class:`RuntimeConfig`, a
-frozen value read by :func:`runtime` (fresh on each call: cheap, and a test or a parent
-process that changes the environment is seen). No other module reads ``os.environ``;
-child processes get theirs from :func:`child_environ`. (The lab and the simulator, in
-the test world, read their own.)
+frozen value read by :func:`runtime` (on each call: a test or a parent process that
+changes the environment is seen; made again only when one of its variables changed).
+No other module reads ``os.environ``; child processes get theirs from
+:func:`child_environ`. (The lab and the simulator, in the test world, read their own.)
 
 ========================  ==========================================  =====================
 variable                  meaning                                     default
@@ -100,9 +100,29 @@ def _redis_url(url: str | None, sentinels: str | None, master: str | None) -> st
     return sentinel_address(sentinels, master or "cr", what="CR_REDIS_SENTINELS")
 
 
+# Every variable RuntimeConfig.from_environ reads (tests/unit/test_runtime_config.py
+# holds the two together).
+VARIABLES = ("CR_REDIS_URL", "CR_REDIS_SENTINELS", "CR_REDIS_MASTER", "CR_PREFIX",
+             "CR_INVENTORY", "CR_VAULT_PASSWORD_FILE", "CR_ARTIFACTS", "CR_SSH_CONTROL_DIR",
+             "CR_LAB_NAME", "ANSIBLE_HOST_KEY_CHECKING", "CR_CONSOLE_TOKEN_FILE",
+             "CR_SSH_TRANSPORT")
+_last: tuple[tuple[str | None, ...], RuntimeConfig] | None = None
+
+
 def runtime() -> RuntimeConfig:
-    """The configuration as the environment gives it now."""
-    return RuntimeConfig.from_environ(os.environ)
+    """The configuration as the environment gives it now.
+
+    A probe round asks several times (transport, control directory, ...); building it
+    cost ~0.1 ms each (bench/profile_round.py), so the last one is kept for as long as
+    the variables it reads keep their values."""
+    global _last
+    values = tuple(map(os.environ.get, VARIABLES))
+    last = _last
+    if last is not None and last[0] == values:
+        return last[1]
+    config = RuntimeConfig.from_environ(os.environ)
+    _last = (values, config)  # one assignment: threads see the old pair or the new one
+    return config
 
 
 def child_environ(**overrides: str) -> dict[str, str]:

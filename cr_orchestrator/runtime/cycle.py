@@ -113,13 +113,13 @@ def observe(env: Env, cluster: Cluster) -> Observed:
                     first.value.lock_holder or read.record.lock_holder)
 
 
-def record(env: Env, cluster: Cluster, observed: Observed, decision: Decision | None) -> None:
+def record(env: Env, cluster: Cluster, observed: Observed, decision: Decision | None) -> bool:
     """Write what a round saw and decided, in one transaction: its observations (the
     detector's window), the decision (history keys on its situation), and the
-    decision's state effects."""
+    decision's state effects. True when the decision went to history (it changed)."""
     from cr_orchestrator.observe.store import ObservationStore
 
-    pipe = env.redis.pipeline(transaction=True)
+    pipe, changed = env.redis.pipeline(transaction=True), False
     ObservationStore(client=env.redis, prefix=env.prefix).add(
         observations=observed.observations, pipe=pipe)
     if decision is not None:
@@ -132,18 +132,18 @@ def record(env: Env, cluster: Cluster, observed: Observed, decision: Decision | 
         # the last decision as this round read it, under the round lock: nobody else
         # writes it (rounds of a cluster do not overlap)
         last = observed.state.last_decision if observed.state is not None else UNREAD
-        state.record_decision(cluster=cluster.name, action=decision.action.value,
-                              target=decision.target, reason=decision.reason,
-                              situation=decision.situation_key, epoch=snapshot.epoch,
-                              now=snapshot.now,
-                              members={m.host: _health_word(m) for m in snapshot.members},
-                              pipe=pipe, last=last)
+        changed = state.record_decision(
+            cluster=cluster.name, action=decision.action.value, target=decision.target,
+            reason=decision.reason, situation=decision.situation_key, epoch=snapshot.epoch,
+            now=snapshot.now, members={m.host: _health_word(m) for m in snapshot.members},
+            pipe=pipe, last=last)
         if decision.reset_restarts:
             state.reset_restarts(cluster.name, pipe=pipe)  # the incident is over
         state.set_in_sync_since(cluster=cluster.name, host=cluster.configured_primary,
                                 since=decision.in_sync_since, pipe=pipe)
     if len(pipe):
         pipe.execute()
+    return changed
 
 
 def probe_round(env: Env, cluster_name: str) -> Outcome:
@@ -176,10 +176,13 @@ def probe_round(env: Env, cluster_name: str) -> Outcome:
                 return Outcome(True, f"observed {cluster.name}; it moved to epoch "
                                      f"{moved_to} meanwhile: not deciding")
             decision = decide(snapshot, policy)
-            record(env, cluster, observed, decision)
+            changed = record(env, cluster, observed, decision)
     except LockBusy:
         return Outcome(True, f"skipped: the previous round of {cluster.name} is still running")
-    log.info("%s: %s", cluster.name, decision.reason)
+    # Logged as history keeps it: a decision that changed (or acts), at INFO; the same
+    # decision again, every round of every cluster, only at DEBUG (formatting and
+    # writing a line per round was a visible part of a round's CPU).
+    log.log(logging.INFO if changed else logging.DEBUG, "%s: %s", cluster.name, decision.reason)
     renewal = keep_lease(env, cluster, snapshot)
     outcome = act(env, cluster, decision, snapshot)
     if renewal is not None and renewal.agent_up is False:
