@@ -125,7 +125,8 @@ def _cmdline(pid: int) -> str:
 
 
 def cpu_by_role(root: int, control_dir: str) -> dict[str, float]:
-    """CPU seconds so far of the supervisor, the worker tree, the beat tree, ssh masters."""
+    """CPU seconds so far of the supervisor, the worker's main process, its pool
+    processes, the beat tree, ssh masters."""
     stats = {int(p): s for p in os.listdir("/proc") if p.isdigit() and (s := _stat(int(p)))}
     kids: dict[int, list[int]] = {}
     for pid, (ppid, _) in stats.items():
@@ -134,11 +135,16 @@ def cpu_by_role(root: int, control_dir: str) -> dict[str, float]:
     def tree(pid: int) -> float:
         return stats.get(pid, (0, 0.0))[1] + sum(tree(c) for c in kids.get(pid, []))
 
-    out = {"supervisor": stats.get(root, (0, 0.0))[1], "worker": 0.0, "beat": 0.0,
-           "ssh masters": 0.0}
+    out = {"supervisor": stats.get(root, (0, 0.0))[1], "worker": 0.0, "pool": 0.0,
+           "beat": 0.0, "ssh masters": 0.0}
     for child in kids.get(root, []):
-        role = "beat" if " beat " in _cmdline(child) else "worker"
-        out[role] += tree(child)
+        if " beat " in _cmdline(child):
+            out["beat"] += tree(child)
+            continue
+        # the worker's main process (Celery: consuming, dispatching, acks) apart from its
+        # pool processes (the rounds themselves)
+        out["worker"] += stats.get(child, (0, 0.0))[1]
+        out["pool"] += sum(tree(c) for c in kids.get(child, []))
     out["ssh masters"] = sum(cpu for pid, (ppid, cpu) in stats.items()
                              if ppid not in stats or ppid == 1
                              if control_dir in _cmdline(pid))
@@ -164,6 +170,7 @@ class Result:
     redis_kib_per_cluster: float
     crash_to_decision_s: list[float] = field(default_factory=list)
     crash_undecided: int = 0
+    load_1m: list[float] = field(default_factory=list)  # at the window's start and end
 
 
 class Bench:
@@ -252,8 +259,10 @@ class Bench:
             counts0 = self._round_counts(client, clusters)
             cpu0, ops0 = cpu_by_role(proc.pid, control_dir), self._ops(client)
             offset0, t0 = log_path.stat().st_size, time.time()
+            load0 = os.getloadavg()[0]
             time.sleep(args.seconds)
             cpu1, ops1 = cpu_by_role(proc.pid, control_dir), self._ops(client)
+            load1 = os.getloadavg()[0]
             t1, counts1 = time.time(), self._round_counts(client, clusters)
             used1 = int(client.info("memory")["used_memory"])
             durations, lock_skips = self._rounds(log_path, offset0, t0, t1)
@@ -293,7 +302,8 @@ class Bench:
             p50_ms=round(statistics.median(ms), 1), p99_ms=round(ms[min(len(ms) - 1, int(0.99 * len(ms)))], 1),
             redis_ops_per_round=round((ops1 - ops0) / max(rounds, 1), 1),
             redis_kib_per_cluster=round((used1 - used0) / 1024 / n, 1),
-            crash_to_decision_s=crash_times, crash_undecided=undecided)
+            crash_to_decision_s=crash_times, crash_undecided=undecided,
+            load_1m=[round(load0, 1), round(load1, 1)])
 
     def _warm_up(self, state, clusters) -> None:
         """Until every cluster decided its primary is up (first connections, adoption,
@@ -376,7 +386,7 @@ def print_result(r: Result) -> None:
           f"CPU/round {r.cpu_ms_per_round:6.2f} ms ({', '.join(f'{k} {v}s' for k, v in r.cpu_s.items())}) "
           f"cores {r.cores:.2f} -> {r.clusters_per_core:.0f} clusters/core  "
           f"round p50 {r.p50_ms:.0f} ms p99 {r.p99_ms:.0f} ms  Redis {r.redis_ops_per_round:.0f} ops/round "
-          f"{r.redis_kib_per_cluster:.1f} KiB/cluster{crash}", flush=True)
+          f"{r.redis_kib_per_cluster:.1f} KiB/cluster  load {r.load_1m}{crash}", flush=True)
 
 
 def plot(results: list[Result], path: str, interval: float) -> None:
