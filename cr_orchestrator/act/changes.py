@@ -30,6 +30,7 @@ from cr_orchestrator.model import Cluster, Topology
 from cr_orchestrator.act.journal import step_of
 from cr_orchestrator.state.cluster import ClusterState, EventKind, LockBusy
 from cr_orchestrator.state.journal import Step, parse_step
+from cr_orchestrator.state.lease import LeaseStore
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,9 @@ FAILOVER_SYNC_WAIT_S = 60.0  # how long a failover waits for a running sync to e
 # A lease, extended every quarter of it while held: a worker killed in the middle of a
 # change frees the cluster within this, and the next round resumes the change.
 LOCK_TTL_S = 8.0
+# the playbooks that may record "primary N" on cr_new_primary, and with it its first lease
+LEASE_GRANTING = frozenset({"failover", "switchover", "promote", "service", "switch_ip",
+                            "switch_dns"})
 
 
 # Imported when first used: a worker that only probes never loads Ansible.
@@ -92,7 +96,9 @@ def _extravars(cluster: Cluster, *, new_primary: str, old_primary: str | None, e
                **more) -> dict:
     """The order every playbook checks (old and new must differ, so a one-host order
     carries no ``cr_old_primary``)."""
-    extravars = {"cr_cluster": cluster.name, "cr_new_primary": new_primary, "cr_epoch": epoch}
+    extravars = {"cr_cluster": cluster.name, "cr_new_primary": new_primary, "cr_epoch": epoch,
+                 # a promotion writes the new primary's first lease (roles/cr_fence)
+                 "cr_lease_ttl": f"{cluster.policy.lease_ttl:g}"}
     if old_primary is not None and old_primary != new_primary:
         extravars["cr_old_primary"] = old_primary
     return {**extravars, **more}
@@ -102,11 +108,19 @@ def _play(env: Env, cluster: Cluster, playbook: str, *, limit: str | None, extra
           why: str, lease=None, on_event=None):
     """Run one playbook and record it; ``lease``: the lock that protects it (the run is
     cancelled if that lock is lost: another holder may be changing the cluster)."""
-    result = env.run_playbook(
-        playbook=playbook, inventory=env.topology.source, extravars=extravars, limit=limit,
-        check=False, timeout_s=PLAYBOOK_TIMEOUT_S, on_event=on_event,
-        cancel=lease.lost if lease is not None else None,
-        vault_password_file=env.vault_password_file)
+    try:
+        result = env.run_playbook(
+            playbook=playbook, inventory=env.topology.source, extravars=extravars, limit=limit,
+            check=False, timeout_s=PLAYBOOK_TIMEOUT_S, on_event=on_event,
+            cancel=lease.lost if lease is not None else None,
+            vault_password_file=env.vault_password_file)
+    finally:
+        if playbook in LEASE_GRANTING and "cr_lease_ttl" in extravars:
+            # the run may have written the new primary's first lease (cr_fence) up to
+            # now: a later failover away from it waits for that lease like a renewal's
+            LeaseStore(env.redis, env.prefix).record_grant(
+                cluster=cluster.name, host=extravars["cr_new_primary"],
+                epoch=int(extravars["cr_epoch"]), at=env.clock())
     env.state.append_event(cluster=cluster.name, kind=EventKind.PLAYBOOK, at=env.clock(), data={
         "playbook": playbook, "limit": limit, "why": why, "ok": bool(result.ok),
         "status": str(result.status), "rc": result.rc,

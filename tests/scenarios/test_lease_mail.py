@@ -195,6 +195,40 @@ def test_a_frozen_primary_loses_the_shared_ip_in_its_own_kernel(lab, leased):
     assert shared_ip_holder(lab) == ["mail-b"]
 
 
+def test_a_new_primary_cut_off_before_its_first_renewal_stops_after_the_ttl(
+        lab, split_brain_watch, tmp_path):
+    """A switchover to mail-b (what the orchestrator runs, with its lease_ttl), then no
+    renewal ever (no orchestrator runs: as if mail-b were cut off right after its
+    promotion). The promotion wrote mail-b's first lease beside its role record, so its
+    agent stops it once the ttl has passed: before, a host that had never received a
+    renewal was not leased at all and kept serving (chaos campaign, seed 890593)."""
+    # no renewal comes: the first lease must outlast the switchover's own run, up to its
+    # check that clients get an answer (the orchestrator renews meanwhile, not here)
+    ttl = "25"
+    inventory = scenario_inventory(lab, tmp_path, cr_lease_agent_supervisor="lab")
+    try:
+        stop_agents(lab)
+        install_agents(lab, inventory)
+        moved = time.time()
+        result = run_playbook(playbook="switchover", inventory=inventory, timeout_s=120,
+                              extravars={"cr_cluster": "mail", "cr_old_primary": "mail-a",
+                                         "cr_new_primary": "mail-b", "cr_epoch": 1,
+                                         "cr_lease_ttl": ttl})
+        assert result.ok, result.summary  # its check that clients get an answer included
+        lease = (Path(lab.state_dir_of("mail-b")) / "mail.lease").read_text().split()
+        assert lease[0] == "1" and lease[2] == ttl, lease
+        wait_for(lambda: not serving(lab, "mail-b") and not shared_ip_holder(lab), 60,
+                 "mail-b's agent to stop serving once its first lease ran out", every_s=0.2)
+        lines = agent_log(lab, "mail-b")
+        fence = next((FENCE.match(line) for line in lines if FENCE.match(line)), None)
+        assert fence is not None and fence["epoch"] == "1", "\n".join(lines)
+        print(f"first lease: mail-b fenced {log_time(fence['at']) - moved:.1f} s after the "
+              f"switchover began ({fence['silent']} s without renewal)")
+        assert not serving(lab, "mail-a")  # demoted by the switchover: nobody serves
+    finally:
+        stop_agents(lab)
+
+
 def test_a_short_blip_neither_fences_nor_fails_over(lab, leased):
     orch = leased
     before = len(agent_log(lab, "mail-a"))

@@ -15,7 +15,12 @@ from cr_orchestrator.runtime.commands import run_command
 from cr_orchestrator.errors import StateError
 from cr_orchestrator.act.sync.plan import SyncReport, TargetResult
 
+from cr_orchestrator.state.lease import LeaseStore
+
 from .conftest import make_topology
+
+# every order carries the cluster's lease_ttl: a promotion writes the first lease with it
+TTL = f"{make_topology().cluster('mail').policy.lease_ttl:g}"
 
 
 @dataclass
@@ -80,8 +85,10 @@ def test_failover_takes_a_new_epoch_before_the_playbook_runs(env, rec):
     assert out.ok and out.epoch == 1
     assert rec.calls == [("playbook", "failover", None, {
         "cr_cluster": "mail", "cr_new_primary": "mail-b", "cr_old_primary": "mail-a",
-        "cr_epoch": 1})]
+        "cr_epoch": 1, "cr_lease_ttl": TTL})]
     assert (env.state.primary("mail"), env.state.epoch("mail")) == ("mail-b", 1)
+    # the run may have written mail-b's first lease: a later failover away waits for it
+    assert LeaseStore(env.redis, env.prefix).last_grant("mail")[:2] == ("mail-b", 1)
     assert len(env.state.failovers("mail")) == 1
     assert [e.kind for e in env.state.events("mail")] == ["promotion", "playbook"]
 
@@ -105,10 +112,12 @@ def test_switchover_demotes_syncs_from_the_old_primary_then_moves_at_the_new_epo
     assert out.ok, out.summary
     assert rec.calls == [
         ("playbook", "demote", "mail-a", {"cr_cluster": "mail", "cr_new_primary": "mail-b",
-                                           "cr_old_primary": "mail-a", "cr_epoch": 0}),
+                                           "cr_old_primary": "mail-a", "cr_epoch": 0,
+                                           "cr_lease_ttl": TTL}),
         ("sync", "maildata", "mail-a", 0),
         ("playbook", "switchover", None, {"cr_cluster": "mail", "cr_new_primary": "mail-b",
-                                           "cr_old_primary": "mail-a", "cr_epoch": 1}),
+                                           "cr_old_primary": "mail-a", "cr_epoch": 1,
+                                           "cr_lease_ttl": TTL}),
     ]
     assert "no write lost" in out.summary
     assert env.state.primary("mail") == "mail-b"
@@ -121,7 +130,8 @@ def test_switchover_aborts_and_restores_the_old_primary_when_the_final_sync_fail
     assert "final sync of maildata to mail-b failed" in out.summary
     assert "mail-a serving again" in out.summary
     assert rec.names() == ["demote", "maildata", "promote", "switch_ip"]
-    assert rec.calls[2][3] == {"cr_cluster": "mail", "cr_new_primary": "mail-a", "cr_epoch": 0}
+    assert rec.calls[2][3] == {"cr_cluster": "mail", "cr_new_primary": "mail-a", "cr_epoch": 0,
+                               "cr_lease_ttl": TTL}
     assert (env.state.primary("mail"), env.state.epoch("mail")) == ("mail-a", 0)
     assert env.state.events("mail")[-1].kind == "aborted"
 
@@ -138,7 +148,7 @@ def test_restart_counts_an_attempt_and_sends_a_one_host_order(env, rec):
     out = cycle.restart_service(env, cluster(env), host="mail-a", expected_epoch=0, reason="r")
     assert out.ok
     assert rec.calls == [("playbook", "service", "mail-a", {
-        "cr_cluster": "mail", "cr_new_primary": "mail-a", "cr_epoch": 0,
+        "cr_cluster": "mail", "cr_new_primary": "mail-a", "cr_epoch": 0, "cr_lease_ttl": TTL,
         "cr_service_action": "restarted"})]
     assert env.state.restarts("mail") == 1
 
@@ -149,7 +159,7 @@ def test_rejoin_demotes_the_old_primary_and_resync_copies_from_the_live_one(env,
     assert out.ok
     assert rec.calls[0] == ("playbook", "demote", "mail-a", {
         "cr_cluster": "mail", "cr_new_primary": "mail-b", "cr_old_primary": "mail-a",
-        "cr_epoch": 1})
+        "cr_epoch": 1, "cr_lease_ttl": TTL})
     with pytest.raises(StateError, match="live primary"):
         cycle.demote_rejoined(env, cluster(env), host="mail-b", expected_epoch=1, reason="r")
     out = cycle.resync(env, cluster(env), host="mail-a", reason="behind")
@@ -453,7 +463,8 @@ def test_an_interrupted_failover_is_resumed_at_the_same_epoch(env, rec):
     # Python decided (the playbooks follow cr_fast_take_over, they do not re-derive it)
     assert rec.calls == [("playbook", "failover", None, {
         "cr_cluster": "mail", "cr_new_primary": "mail-b", "cr_old_primary": "mail-a",
-        "cr_epoch": 1, "cr_old_primary_down": True, "cr_fast_take_over": False})]
+        "cr_epoch": 1, "cr_lease_ttl": TTL, "cr_old_primary_down": True,
+        "cr_fast_take_over": False})]
     assert env.state.epoch("mail") == 1 and env.state.change("mail") is None
     kinds = [e.kind for e in env.state.events("mail")]
     assert kinds == ["resumed", "playbook"]
