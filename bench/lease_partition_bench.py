@@ -45,7 +45,8 @@ def main() -> int:
     verdicts = [line for line in done.stdout.splitlines() if line.startswith(".client watch")
                 or line.startswith("client watch")]
     for r in runs:
-        print(f"run {r['run']}: IP gone {r['released']} s (by the agent: {r['by_agent']}), service stopped {r['stopped']} s, "
+        print(f"run {r['run']}: IP gone {r['released']} s (by the agent: {r['by_agent']}), "
+              f"service stopped {r['stopped']} s, "
               f"mail-b promoted {r['promoted']} s after the cut ({r['silent']} s without "
               f"renewal, ttl {r['ttl']} s)")
     if runs:

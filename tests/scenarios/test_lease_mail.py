@@ -81,8 +81,8 @@ def address_lifetime(lab, host: str) -> int | None:
 def greets(lab, host: str) -> bool:
     """An SMTP greeting from ``host``'s own address, seen from the client."""
     address = lab.hosts[host].public
-    probe = ("import socket; s = socket.create_connection((%r, 25), timeout=1); "
-             "print(s.recv(64).decode())" % address)
+    probe = (f"import socket; s = socket.create_connection(({address!r}, 25), timeout=1); "
+             "print(s.recv(64).decode())")
     done = lab.run_on("client", ["python3", "-c", probe])
     return done.returncode == 0 and done.stdout.startswith("220")
 
@@ -136,7 +136,6 @@ def test_asymmetric_partition_the_old_primary_stops_before_the_new_one_starts(
     fence = next((FENCE.match(line) for line in lines if FENCE.match(line)), None)
     assert fence is not None, "\n".join(lines)
     stopped = next(STOPPED.match(line) for line in lines if STOPPED.match(line))
-    policy_wait = float(fence["ttl"]) + 0.3  # lease_margin: 0.3 of a 1 s renewal
     figures = (f"lease run {run}: cut at 0; mail-a's shared IP gone at {dropped - cut:.2f} s "
                f"(released by the agent: {any(RELEASED.match(line) for line in lines)}), "
                f"service stopped at "
@@ -144,9 +143,14 @@ def test_asymmetric_partition_the_old_primary_stops_before_the_new_one_starts(
                f"renewal (ttl {fence['ttl']} s); mail-b promoted at "
                f"{promotion.at - cut:.2f} s")
     print(figures)
-    # it stopped serving once its lease ran out: nothing renewed it for the ttl, and it
-    # acted before the orchestrator's promotion wait (ttl + margin) could end
-    assert float(fence["ttl"]) <= float(fence["silent"]) < policy_wait, figures
+    # its agent stopped it once its lease ran out, not before: nothing renewed it for the
+    # ttl. Clients had lost it earlier, through its kernel: the address's lifetime and
+    # the ports' opening end before the lease (the agent's own check may come a little
+    # after the ttl on a loaded machine: it is the clean-up, the kernel is the fence)
+    assert float(fence["ttl"]) <= float(fence["silent"]), figures
+    renewed_at = log_time(fence["at"]) - float(fence["silent"])  # its last renewal
+    # gone by the end of the lease (seen by polling every 0.1 s, hence the allowance)
+    assert dropped < renewed_at + float(fence["ttl"]) + 0.3, figures
     # and mail-b was promoted only after: clients had lost mail-a's shared IP and its
     # service was stopping (the watch says they never saw both serve)
     assert dropped < promotion.at and log_time(fence["at"]) < promotion.at, figures
@@ -285,6 +289,8 @@ def test_a_killed_agent_is_reported_and_restarted_through_the_role(lab, leased,
     assert restarts()[-1]["ok"] and restarts()[-1]["limit"] == "mail-a", restarts()
     assert serving(lab, "mail-a") and orch.state.primary("mail") == "mail-a"
     assert shared_ip_holder(lab) == ["mail-a"] and greets(lab, "mail-a")
+    assert not any(e.kind == "promotion" for e in events)
+    assert not any("ran out" in line for line in agent_log(lab, "mail-a"))
     # and clients never lost it: the renewals extended the kernel's part of the lease
     # (the shared IP's lifetime, the ports' opening) while the agent was down
     watched = [s for s in split_brain_watch.samples() if s["t"] >= killed]
@@ -317,8 +323,6 @@ def test_a_hung_agent_leaves_the_kernel_lease_to_the_renewals(lab, leased, split
 def orch_primary_is(orch, host: str) -> bool:
     return orch.state.primary("mail") == host and not [
         e for e in orch.state.events("mail", count=100) if e.kind == "promotion"]
-    assert not any(e.kind == "promotion" for e in events)
-    assert not any("ran out" in line for line in agent_log(lab, "mail-a"))
 
 
 def test_a_paused_cluster_is_not_fenced_by_its_own_agent(lab, leased):
