@@ -233,6 +233,38 @@ def test_a_new_primary_cut_off_before_its_first_renewal_stops_after_the_ttl(
         stop_agents(lab)
 
 
+def test_a_restart_in_place_after_a_crash_is_not_fenced_by_the_old_lease(
+        lab, split_brain_watch, tmp_path):
+    """mail-a back from a crash: its lease file is the one from before (run out), its
+    service down. The orchestrator restarts the service in place (service.yml, with its
+    lease_ttl) before any renewal reached the host. The order itself is a lease: the
+    agent keeps the service running (before, it found the old lease run out and stopped
+    the service it had just seen start: chaos campaign, seed 241758, 27 s of outage)."""
+    inventory = scenario_inventory(lab, tmp_path, cr_lease_agent_supervisor="lab")
+    state = Path(lab.state_dir_of("mail-a"))
+    try:
+        stop_agents(lab)
+        lab.run_on("mail-a", [lab.mailctl, "stop"], check=True)
+        up = float(lab.run_on("mail-a", "cut -d' ' -f1 /proc/uptime").stdout)
+        (state / "mail.role").write_text("primary 0\n")
+        (state / "mail.lease").write_text(f"0 {up - 60:.2f} 3.8 0\n")  # ran out long ago
+        install_agents(lab, inventory)
+        before = len(agent_log(lab, "mail-a"))
+        result = run_playbook(playbook="service", inventory=inventory, timeout_s=120,
+                              limit="mail-a",
+                              extravars={"cr_cluster": "mail", "cr_new_primary": "mail-a",
+                                         "cr_epoch": 0, "cr_lease_ttl": "25",
+                                         "cr_service_action": "restarted"})
+        assert result.ok, result.summary
+        time.sleep(3)  # a dozen of the agent's checks
+        lines = agent_log(lab, "mail-a")[before:]
+        assert not any("ran out" in line for line in lines), "\n".join(lines)
+        assert serving(lab, "mail-a") and greets(lab, "mail-a")
+        assert (state / "mail.lease").read_text().split()[2] == "25"
+    finally:
+        stop_agents(lab)
+
+
 def test_a_short_blip_neither_fences_nor_fails_over(lab, leased):
     orch = leased
     before = len(agent_log(lab, "mail-a"))
