@@ -42,26 +42,36 @@ def record_round(client: redis.Redis, prefix: str, *, cluster: str, started: flo
                  outcome: object) -> None:
     """Count one finished probe round (called by the round task; never raises: a metric
     must not fail a round). ``outcome``: the round's :class:`~cr_orchestrator.act.changes.Outcome`."""
+    record_rounds(client, prefix, [(cluster, started, max(0.0, time.time() - started), outcome)])
+
+
+def record_rounds(client: redis.Redis, prefix: str,
+                  rounds: list[tuple[str, float, float, object]]) -> None:
+    """Count finished probe rounds, each ``(cluster, started, seconds, outcome)``, in one
+    round trip (a probe-rounds task's group); never raises."""
+    if not rounds:
+        return
     try:
-        seconds = max(0.0, time.time() - started)
-        decision = getattr(outcome, "decision", None)
         pipe = client.pipeline(transaction=False)
-        hist = _key(prefix, f"round:{cluster}")
-        for bound in ROUND_BUCKETS:
-            if seconds <= bound:
-                pipe.hincrby(hist, f"le:{bound}", 1)
-        pipe.hincrby(hist, "count", 1)
-        pipe.hincrbyfloat(hist, "sum", seconds)
-        pipe.set(_key(prefix, "beat_last_tick"), repr(started))
-        if decision is not None:
-            action = str(getattr(decision.action, "value", decision.action))
-            pipe.hincrby(_key(prefix, "decisions"), f"{cluster}|{action}", 1)
-            if action == "failover":
-                result = "ok" if getattr(outcome, "ok", False) else "failed"
-                pipe.hincrby(_key(prefix, "failovers"), f"{cluster}|{result}", 1)
+        for cluster, _, seconds, outcome in rounds:
+            decision = getattr(outcome, "decision", None)
+            hist = _key(prefix, f"round:{cluster}")
+            for bound in ROUND_BUCKETS:
+                if seconds <= bound:
+                    pipe.hincrby(hist, f"le:{bound}", 1)
+            pipe.hincrby(hist, "count", 1)
+            pipe.hincrbyfloat(hist, "sum", seconds)
+            if decision is not None:
+                action = str(getattr(decision.action, "value", decision.action))
+                pipe.hincrby(_key(prefix, "decisions"), f"{cluster}|{action}", 1)
+                if action == "failover":
+                    result = "ok" if getattr(outcome, "ok", False) else "failed"
+                    pipe.hincrby(_key(prefix, "failovers"), f"{cluster}|{result}", 1)
+        pipe.set(_key(prefix, "beat_last_tick"), repr(max(r[1] for r in rounds)))
         pipe.execute()
     except redis.RedisError as exc:
-        log.warning("could not record the round's metrics of %s: %s", cluster, exc)
+        log.warning("could not record the rounds' metrics of %s: %s",
+                    ", ".join(r[0] for r in rounds), exc)
 
 
 def _pairs(raw: dict) -> Iterator[tuple[str, str, float]]:

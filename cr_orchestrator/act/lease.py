@@ -131,40 +131,145 @@ def parse_answer(host: str, text: str) -> Renewal:
     return Renewal(host, True, True, f"the lease agent (pid {m['pid']}) checked {m['age']} s ago")
 
 
+@dataclass(frozen=True)
+class RenewalOrder:
+    """One cluster's lease renewal, as a host receives it."""
+
+    cluster: str
+    epoch: int
+    ttl_s: float
+    paused: bool
+
+
 def send_renewal(*, host: Host, cluster: str, epoch: int, ttl_s: float, paused: bool,
                  deadline_s: float) -> Renewal:
     """Write the lease on ``host`` within ``deadline_s``; never raises."""
+    return send_renewals(host=host, orders=[RenewalOrder(cluster, epoch, ttl_s, paused)],
+                         deadline_s=deadline_s)[0]
+
+
+NOT_WRITTEN = "not-written exit"
+
+
+def linux_renewals_script(orders: list[RenewalOrder]) -> str:
+    """Several clusters' renewals on one host, in one command: each
+    :func:`linux_renewal_script` in a subshell after a ``CRPART <index>`` line, with its
+    exit status said when it failed (the command's own status is the last part's)."""
+    from cr_orchestrator.observe.linux_host import PART_MARK
+
+    return "".join(
+        f"echo '{PART_MARK} {i}'\n(\n" + linux_renewal_script(
+            cluster=o.cluster, epoch=o.epoch, ttl_s=o.ttl_s, paused=o.paused)
+        + f') || echo "{NOT_WRITTEN} $?"\n' for i, o in enumerate(orders))
+
+
+def send_renewals(*, host: Host, orders: list[RenewalOrder],
+                  deadline_s: float) -> list[Renewal]:
+    """Write several clusters' leases on ``host`` within ``deadline_s``, in one command
+    on Linux (one per order on Windows); what each gave, in order. Never raises."""
+    def failed(why: str) -> list[Renewal]:
+        return [Renewal(host.name, False, None, why) for _ in orders]
+
     try:
         if host.platform is Platform.WINDOWS:
             from cr_orchestrator.observe.windows_host import DEFAULT_POOL
 
             if host.winrm is None:
-                return Renewal(host.name, False, None, "no WinRM settings for this host")
+                return failed("no WinRM settings for this host")
             shell = DEFAULT_POOL.get(address=host.management_address, settings=host.winrm)
-            result = shell.run_ps(windows_renewal_script(
-                cluster=cluster, epoch=epoch, ttl_s=ttl_s, paused=paused),
-                deadline_s=deadline_s)
-            if result.error is not None:
-                return Renewal(host.name, False, None, f"renewal not written: {result.error}")
-            return parse_answer(host.name, result.stdout)
+            out = []
+            for o in orders:
+                result = shell.run_ps(windows_renewal_script(
+                    cluster=o.cluster, epoch=o.epoch, ttl_s=o.ttl_s, paused=o.paused),
+                    deadline_s=deadline_s)
+                out.append(parse_answer(host.name, result.stdout) if result.error is None
+                           else Renewal(host.name, False, None,
+                                        f"renewal not written: {result.error}"))
+            return out
         from cr_orchestrator.observe import linux_host
 
         if host.ssh is None:
-            return Renewal(host.name, False, None, "no SSH settings for this host")
+            return failed("no SSH settings for this host")
         control_dir = linux_host.default_control_dir()
         control_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         argv = linux_host.build_ssh_command(host=host, control_dir=control_dir,
                                             connect_timeout_s=deadline_s,
                                             remote_command="sh -s")
-        run = linux_host.run_ssh(argv=argv, deadline_s=deadline_s, stdin=linux_renewal_script(
-            cluster=cluster, epoch=epoch, ttl_s=ttl_s, paused=paused))
-        if run.timed_out or run.rc != 0:
+        one = len(orders) == 1
+        script = (linux_renewal_script(cluster=orders[0].cluster, epoch=orders[0].epoch,
+                                       ttl_s=orders[0].ttl_s, paused=orders[0].paused)
+                  if one else linux_renewals_script(orders))
+        run = linux_host.run_ssh(argv=argv, deadline_s=deadline_s, stdin=script)
+        if run.timed_out or run.rc is None or run.rc == 255 or (one and run.rc != 0):
             why = f"no answer within {deadline_s:.1f} s" if run.timed_out else \
                 (run.stderr.strip().splitlines() or [f"exit {run.rc}"])[-1]
-            return Renewal(host.name, False, None, f"renewal not written: {why}"[:200])
-        return parse_answer(host.name, run.stdout)
+            return failed(f"renewal not written: {why}"[:200])
+        if one:
+            return [parse_answer(host.name, run.stdout)]
+        return [_part_answer(host.name, text)
+                for text in linux_host.split_parts(run.stdout, len(orders))]
     except Exception as exc:  # noqa: BLE001 - the edge returns values, never raises
-        return Renewal(host.name, False, None, f"renewal failed: {type(exc).__name__}")
+        return failed(f"renewal failed: {type(exc).__name__}")
+
+
+def _part_answer(host: str, text: str) -> Renewal:
+    last = (text.strip().splitlines() or [""])[-1].strip()
+    if last.startswith(NOT_WRITTEN):
+        return Renewal(host, False, None, f"renewal not written: exit {last.split()[-1]}")
+    return parse_answer(host, text)
+
+
+class RenewalBatch:
+    """One tick's renewals of a group of clusters (``runtime/cycle.py``, probe_rounds),
+    sent to each host in one command: at 100 clusters over 9 hosts, 100 SSH sessions a
+    second became ~9 (each session is a login on the host: sshd's work, not ours).
+
+    The first round to renew on a host waits, up to :attr:`gather_s`, for the other
+    rounds of the group whose primary the host is (``expected``) to ask too, or to be
+    over without a renewal, then sends every order gathered. Whoever asks later sends
+    with the next batch. The wait is part of the renewal's budget: the grant recorded
+    before sending covers it (:func:`renew`)."""
+
+    def __init__(self, expected: dict[str, set[str]], gather_s: float = 0.2) -> None:
+        import threading
+
+        self.expected = expected  # host -> the clusters of the group whose primary it is
+        self.gather_s = gather_s
+        self._cond = threading.Condition()
+        self._open: dict[str, list] = {}  # host -> [orders, future] of the batch gathering
+        self._asked: set[str] = set()
+
+    def over(self, cluster: str) -> None:
+        """``cluster``'s round renews nothing (more) this tick: nobody waits for it."""
+        with self._cond:
+            self._asked.add(cluster)
+            self._cond.notify_all()
+
+    def send(self, *, host: Host, order: RenewalOrder, deadline_s: float) -> Renewal:
+        import time
+        from concurrent.futures import Future
+
+        with self._cond:
+            self._asked.add(order.cluster)
+            pending = self._open.get(host.name)
+            leader = pending is None
+            if pending is None:
+                pending = self._open[host.name] = [[], Future()]
+            index = len(pending[0])
+            pending[0].append(order)
+            self._cond.notify_all()
+            if leader:
+                ends = time.monotonic() + self.gather_s
+                while not self.expected.get(host.name, set()) <= self._asked:
+                    left = ends - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._cond.wait(left)
+                del self._open[host.name]  # later orders go with a new batch
+        if leader:
+            pending[1].set_result(send_renewals(host=host, orders=pending[0],
+                                                deadline_s=deadline_s))
+        return pending[1].result()[index]
 
 
 def renewal_deadline(host: Host, timeout_s: float) -> float:
@@ -181,26 +286,43 @@ def renewal_deadline(host: Host, timeout_s: float) -> float:
         return timeout_s + linux_host.COLD_ALLOWANCE_S
 
 
-def renew(env: Env, cluster: Cluster, snapshot: ClusterSnapshot) -> Renewal | None:
+def renew(env: Env, cluster: Cluster, snapshot: ClusterSnapshot,
+          batch: RenewalBatch | None = None) -> Renewal | None:
     """Renew the live primary's lease after this round's state write; record the renewal
-    and what it said of the agent. None: no renewal this round (decide/lease.py)."""
+    and what it said of the agent. None: no renewal this round (decide/lease.py).
+    ``batch``: the tick's renewals of the group this round runs with."""
     host = renewal_target(snapshot)
     if host is None:
+        if batch is not None:
+            batch.over(cluster.name)
         return None
+    try:
+        return _renew(env, cluster, snapshot, host, batch)
+    finally:
+        if batch is not None:
+            batch.over(cluster.name)
+
+
+def _renew(env: Env, cluster: Cluster, snapshot: ClusterSnapshot, host: str,
+           batch: RenewalBatch | None) -> Renewal:
     policy, store = cluster.policy, LeaseStore(env.redis, env.prefix)
     deadline = renewal_deadline(env.topology.hosts[host], policy.probe_timeout_s)
+    gather = batch.gather_s if batch is not None else 0.0
     # Recorded (and replicated, where the Redis quorum asks for it) before it is sent:
     # a renewal nobody recorded would be one no orchestrator waits for. The agent's last
     # report (to tell a change) is read in the same round trip.
-    batch = Batch(env.redis)
+    reads = Batch(env.redis)
     store.record_grant(cluster=cluster.name, host=host, epoch=snapshot.epoch,
-                       at=env.clock() + deadline, pipe=batch.pipe)
-    agent_before = store.read_agent(batch, cluster.name)
-    batch.run()
+                       at=env.clock() + gather + deadline, pipe=reads.pipe)
+    agent_before = store.read_agent(reads, cluster.name)
+    reads.run()
     env.state.replicated(f"the lease renewal of {host}")
-    renewal = send_renewal(host=env.topology.hosts[host], cluster=cluster.name,
-                           epoch=snapshot.epoch, ttl_s=policy.lease_ttl,
-                           paused=snapshot.paused, deadline_s=deadline)
+    order = RenewalOrder(cluster.name, snapshot.epoch, policy.lease_ttl, snapshot.paused)
+    renewal = (batch.send(host=env.topology.hosts[host], order=order, deadline_s=deadline)
+               if batch is not None else
+               send_renewal(host=env.topology.hosts[host], cluster=cluster.name,
+                            epoch=snapshot.epoch, ttl_s=policy.lease_ttl,
+                            paused=snapshot.paused, deadline_s=deadline))
     # what the answer says, in one round trip
     now, pipe = env.clock(), env.redis.pipeline(transaction=False)
     if renewal.renewed:  # answered: it got the renewal before now

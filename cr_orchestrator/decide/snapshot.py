@@ -18,10 +18,14 @@ from cr_orchestrator.model import Cluster
 
 def latest_records(*, cluster: str, observations: list[Observation],
                    windows_hosts: frozenset[str] = frozenset()) -> dict[str, HostRecord]:
-    """Each host's epoch and role records from its newest host probe that read them."""
+    """Each host's epoch and role records from its newest host probe that read them for
+    ``cluster``. A host in several clusters has a probe per cluster in its window, each
+    with that cluster's records (named in ``records["cluster"]``; not named: this
+    cluster's, as a round alone stored them before the name was added)."""
     newest: dict[str, Observation] = {}
     for o in observations:
         if o.subject == "host" and o.vantage == ORCHESTRATOR and "records" in o.detail \
+                and _records_of(o) in (None, cluster) \
                 and (o.host not in newest or o.at > newest[o.host].at):
             newest[o.host] = o
     out = {}
@@ -30,6 +34,11 @@ def latest_records(*, cluster: str, observations: list[Observation],
         out[host] = parse_record(host=host, cluster=cluster, epoch_text=raw.get("epoch"),
                                  role_text=raw.get("role"), windows=host in windows_hosts)
     return out
+
+
+def _records_of(observation: Observation) -> object:
+    records = observation.detail["records"]
+    return records.get("cluster") if isinstance(records, dict) else None
 
 
 def interrupted_change(change: Mapping[str, Any] | None) -> Interrupted | None:

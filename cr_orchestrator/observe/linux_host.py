@@ -25,6 +25,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -121,6 +122,20 @@ def _json_str(value: str) -> str:
     return shlex.quote(json.dumps(value))
 
 
+# Read once per command, whatever number of clusters' parts follow (no process: a probe
+# of a host in many clusters ran ~15 processes per cluster, on the host).
+_PRELUDE = [
+    "export LC_ALL=C",
+    "bt=''; while read -r k v _; do [ \"$k\" = btime ] && { bt=$v; break; }; done </proc/stat",
+    "nw=$(date +%s)",
+    # a record as JSON: only characters a record may hold, at most 64 ("" otherwise: it
+    # parses as malformed, as does a file that exists but cannot be read); no process
+    "rec() { if [ -e \"$1\" ]; then r=''; IFS= read -r r <\"$1\" 2>/dev/null;"
+    " case $r in *[!0-9A-Za-z\\ .-]*) r='';; esac; [ ${#r} -le 64 ] || r='';"
+    " printf '\"%s\"' \"$r\"; else printf null; fi; }",
+]
+
+
 def build_host_script(*, services: list[Service], data_paths: list[str],
                       record_files: tuple[str, str] | None = None) -> str:
     """A POSIX sh script printing one JSON object: boot time, service states, free space,
@@ -131,11 +146,16 @@ def build_host_script(*, services: list[Service], data_paths: list[str],
     from ``systemctl is-active``. Names and paths are embedded pre-quoted, so nothing the
     inventory holds is interpreted by the remote shell except the status command itself.
     """
+    return "\n".join(_PRELUDE + _report_lines(services, data_paths, record_files)) + "\n"
+
+
+def _report_lines(services: list[Service], data_paths: list[str],
+                  record_files: tuple[str, str] | None) -> list[str]:
+    """The lines that print one cluster's report (after :data:`_PRELUDE`)."""
     lines = [
-        "export LC_ALL=C",
         "sep=''",
         "printf '{\"v\":%d,\"boot_time\":%s,\"now\":%s,\"services\":{' "
-        f"{REPORT_VERSION} \"$(awk '/^btime/{{print $2}}' /proc/stat)\" \"$(date +%s)\"",
+        f"{REPORT_VERSION} \"$bt\" \"$nw\"",
     ]
     for service in services:
         if service.control is not None:
@@ -158,16 +178,10 @@ def build_host_script(*, services: list[Service], data_paths: list[str],
     lines += ["printf '}'"]
     if record_files is not None:
         epoch_file, role_file = (shlex.quote(f) for f in record_files)
-        # Only characters a record may hold pass (the JSON stays valid whatever the file
-        # holds); a file that exists but cannot be read gives "", which parses as malformed.
-        lines += [
-            "rec() { if [ -e \"$1\" ]; then printf '\"%s\"' \"$(head -c 64 \"$1\" 2>/dev/null"
-            " | tr -cd '0-9A-Za-z .-')\"; else printf null; fi; }",
-            f"printf ',\"records\":{{\"epoch\":%s,\"role\":%s}}' \"$(rec {epoch_file})\" "
-            f"\"$(rec {role_file})\"",
-        ]
+        lines += [f"printf ',\"records\":{{\"epoch\":'; rec {epoch_file}; "
+                  f"printf ',\"role\":'; rec {role_file}; printf '}}'"]
     lines += ["printf '}\\n'"]
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def _pooled() -> bool:
@@ -276,21 +290,71 @@ def tcp_unreachable(host: Host, *, timeout_s: float) -> str | None:
         return f"ssh: cannot connect to port {host.ssh.port}: {exc.strerror or exc}"
 
 
+@dataclass(frozen=True)
+class HostPart:
+    """What one cluster asks of a host probe: its services, data paths and records."""
+
+    services: list[Service]
+    data_paths: list[str]
+    record_files: tuple[str, str] | None = None
+
+
+PART_MARK = "CRPART"
+
+
+def build_parts_script(parts: list[HostPart]) -> str:
+    """One script for several clusters' probes of the same host: each part's report as
+    :func:`build_host_script` prints it, after a ``CRPART <index>`` line."""
+    lines = list(_PRELUDE)
+    for index, part in enumerate(parts):
+        lines += [f"echo '{PART_MARK} {index}'",
+                  *_report_lines(part.services, part.data_paths, part.record_files)]
+    return "\n".join(lines) + "\n"
+
+
+def split_parts(text: str, count: int) -> list[str]:
+    """The output of :func:`build_parts_script` cut into its ``count`` parts (a part
+    that printed nothing is "")."""
+    parts = [""] * count
+    current = None
+    for line in text.splitlines(keepends=True):
+        words = line.split()
+        if len(words) == 2 and words[0] == PART_MARK and words[1].isdigit():
+            current = int(words[1]) if int(words[1]) < count else None
+            continue
+        if current is not None:
+            parts[current] += line
+    return parts
+
+
 def probe_linux_host(*, host: Host, services: list[Service], data_paths: list[str],
                      timeout_s: float, at: float | None = None,
                      control_dir: Path | None = None,
                      record_files: tuple[str, str] | None = None) -> list[Observation]:
     """Probe one Linux host over SSH within ``timeout_s``; never raises."""
+    return probe_linux_host_parts(host=host, parts=[HostPart(services, data_paths, record_files)],
+                                  timeout_s=timeout_s, at=at, control_dir=control_dir)[0]
+
+
+def probe_linux_host_parts(*, host: Host, parts: list[HostPart], timeout_s: float,
+                           at: float | None = None,
+                           control_dir: Path | None = None) -> list[list[Observation]]:
+    """Probe one Linux host for several clusters with one SSH command within
+    ``timeout_s`` (each part: what one cluster asks); the observations of each part, in
+    order. Never raises."""
     at = time.time() if at is None else at
+
+    def failed(error: str, latency_s: float = 0.0) -> list[list[Observation]]:
+        return [unreachable(host=host.name, services=p.services, at=at, latency_s=latency_s,
+                            error=error) for p in parts]
+
     if host.ssh is None:
-        return unreachable(host=host.name, services=services, at=at, latency_s=0.0,
-                           error="no SSH settings for this host")
+        return failed("no SSH settings for this host")
     control_dir = control_dir or default_control_dir()
     try:
         control_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     except OSError as exc:
-        return unreachable(host=host.name, services=services, at=at, latency_s=0.0,
-                           error=f"cannot create ssh control dir {control_dir}: {exc}")
+        return failed(f"cannot create ssh control dir {control_dir}: {exc}")
     deadline = session_deadline(host=host, control_dir=control_dir, timeout_s=timeout_s)
     if deadline > timeout_s:
         # Cold (no master): the allowance is for the key exchange and authentication of a
@@ -301,26 +365,29 @@ def probe_linux_host(*, host: Host, services: list[Service], data_paths: list[st
         started = time.monotonic()
         why = tcp_unreachable(host, timeout_s=timeout_s)
         if why is not None:
-            return unreachable(host=host.name, services=services, at=at,
-                               latency_s=round(time.monotonic() - started, 4), error=why)
+            return failed(why, round(time.monotonic() - started, 4))
     argv = build_ssh_command(host=host, control_dir=control_dir,
                              connect_timeout_s=timeout_s, remote_command="sh -s")
-    run = run_ssh(argv=argv, deadline_s=deadline,
-                  stdin=build_host_script(services=services, data_paths=data_paths,
-                                          record_files=record_files))
+    one = len(parts) == 1
+    script = (build_host_script(services=parts[0].services, data_paths=parts[0].data_paths,
+                                record_files=parts[0].record_files)
+              if one else build_parts_script(parts))
+    run = run_ssh(argv=argv, deadline_s=deadline, stdin=script)
     latency = round(run.duration_s, 4)
     if run.timed_out:
-        return unreachable(host=host.name, services=services, at=at, latency_s=latency,
-                           error=f"no answer over SSH within {deadline:.1f}s")
+        return failed(f"no answer over SSH within {deadline:.1f}s", latency)
     if run.rc == 255 or run.rc is None:
         reason = _last_line(run.stderr) or "failed"
-        reason = reason if reason.startswith("ssh:") else f"ssh: {reason}"
-        return unreachable(host=host.name, services=services, at=at, latency_s=latency,
-                           error=reason)
-    try:
-        report = parse_report(run.stdout)
-        return observations_from_report(host=host.name, report=report, services=services,
-                                        at=at, latency_s=latency)
-    except (ValueError, TypeError, AttributeError) as exc:
-        return unreachable(host=host.name, services=services, at=at, latency_s=latency,
-                           error=f"unusable probe output: {exc}"[:200])
+        return failed(reason if reason.startswith("ssh:") else f"ssh: {reason}", latency)
+    outputs = [run.stdout] if one else split_parts(run.stdout, len(parts))
+    result = []
+    for part, text in zip(parts, outputs, strict=True):
+        try:
+            result.append(observations_from_report(host=host.name, report=parse_report(text),
+                                                   services=part.services, at=at,
+                                                   latency_s=latency))
+        except (ValueError, TypeError, AttributeError) as exc:
+            result.append(unreachable(host=host.name, services=part.services, at=at,
+                                      latency_s=latency,
+                                      error=f"unusable probe output: {exc}"[:200]))
+    return result

@@ -64,9 +64,16 @@ def _bash_printf_escape(payload: bytes) -> str:
 
 
 def build_linux_script(*, targets: list[CheckTarget], timeout_s: float) -> str:
-    """A bash script reading each target's banner through ``/dev/tcp`` on the peer."""
+    """A bash script reading each target's banner through ``/dev/tcp`` on the peer.
+
+    Few processes per check (a peer backs every cluster it is a member of, in one
+    session a tick): bash's clock (``EPOCHREALTIME``, ``date`` where bash is older than
+    5), one directory for every check's stderr, removed on exit."""
     secs = f"{max(timeout_s, 0.1):.2f}"
-    lines = ["set -o pipefail", "export LC_ALL=C"]
+    lines = ["set -o pipefail", "export LC_ALL=C",
+             'd=$(mktemp -d) || exit 1', "trap 'rm -rf \"$d\"' EXIT",
+             # US: microseconds since the epoch, without a process where bash has its clock
+             'us() { local t=${EPOCHREALTIME:-}; [ -n "$t" ] || t=$(date +%s.%6N); US=${t/./}; }']
     for index, target in enumerate(targets):
         check = target.check
         payload = protocol.request_bytes(check=check, address=target.address)
@@ -76,13 +83,13 @@ def build_linux_script(*, targets: list[CheckTarget], timeout_s: float) -> str:
                  f"{send}{read}")
         # Each check runs in its own background job so the whole script takes one deadline.
         lines += [
-            "{ t0=$(date +%s%N); ef=$(mktemp)",
-            f'  out=$(timeout -k 1 {secs} bash -c {shlex.quote(inner)} 2>"$ef" | base64 -w0)',
+            "{ us; t0=$US",
+            f'  out=$(timeout -k 1 {secs} bash -c {shlex.quote(inner)} 2>"$d/{index}" | base64 -w0)',
             "  rc=$?",
             # "refused" means the host's kernel answered: alive, the service is not there.
-            f'  [ $rc = {RC_CONNECT_FAILED} ] && grep -qi refused "$ef" && rc={RC_REFUSED}',
-            '  rm -f "$ef"',
-            f'  echo "{MARK} {index} $rc $(( ($(date +%s%N) - t0) / 1000000 )) $out"; }} &',
+            f'  if [ $rc = {RC_CONNECT_FAILED} ]; then e=$(<"$d/{index}");'
+            f' [[ ${{e,,}} == *refused* ]] && rc={RC_REFUSED}; fi',
+            f'  us; echo "{MARK} {index} $rc $(( (US - t0) / 1000 )) $out"; }} &',
         ]
     lines.append("wait")
     return "\n".join(lines) + "\n"
@@ -264,9 +271,19 @@ def probe_from_peer(*, peer: Host, targets: list[CheckTarget], timeout_s: float,
 
     Each connect/read gets a share of the budget so the session's own set-up fits too.
     """
+    return probe_from_peer_groups(peer=peer, groups=[targets], timeout_s=timeout_s, at=at,
+                                  control_dir=control_dir, shell=shell)[0]
+
+
+def probe_from_peer_groups(*, peer: Host, groups: list[list[CheckTarget]], timeout_s: float,
+                           at: float | None = None, control_dir: Path | None = None,
+                           shell: WinRMShell | None = None) -> list[list[Observation]]:
+    """:func:`probe_from_peer` of several groups of targets (several clusters' checks
+    from the same peer) in one session; the observations of each group, in order."""
     at = time.time() if at is None else at
+    targets = [t for group in groups for t in group]
     if not targets:
-        return []
+        return [[] for _ in groups]
     per_check = max(0.2, timeout_s * 0.6)
     # The session itself (mux'ed SSH, process start on a loaded peer) needs its own share:
     # a peer that timed out its own session would say nothing about the target.
@@ -281,8 +298,12 @@ def probe_from_peer(*, peer: Host, targets: list[CheckTarget], timeout_s: float,
         out, error = _run_linux(peer, script, session, control_dir)
     latency = round(time.monotonic() - started, 4)
     if out is None:
-        return vantage_failed(targets=targets, peer=peer.name, at=at, latency_s=latency,
-                              error=error)
+        return [vantage_failed(targets=group, peer=peer.name, at=at, latency_s=latency,
+                               error=error) if group else [] for group in groups]
     answers = parse_answers(out)
-    return [judge(target=t, answer=answers.get(i), peer=peer.name, at=at, timeout_s=per_check)
-            for i, t in enumerate(targets)]
+    result, first = [], 0
+    for group in groups:
+        result.append([judge(target=t, answer=answers.get(first + i), peer=peer.name, at=at,
+                             timeout_s=per_check) for i, t in enumerate(group)])
+        first += len(group)
+    return result

@@ -31,6 +31,7 @@ from cr_orchestrator.model import Cluster, Host, Platform, Topology
 from cr_orchestrator.observe import peer as peer_probe
 from cr_orchestrator.observe import protocol, linux_host
 from cr_orchestrator.observe.protocol import CheckTarget
+from cr_orchestrator.observe.shared import SharedProbes, tag_records
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,11 @@ def _pool() -> ThreadPoolExecutor:
     global _POOL
     with _POOL_LOCK:
         if _POOL is None:
-            _POOL = ThreadPoolExecutor(max_workers=32, thread_name_prefix="cr-probe")
+            # a probe-rounds task runs up to schedule.ROUND_BATCH rounds at once, each with
+            # a job per member, peer and batch of checks: a job queued behind them would
+            # miss the round's deadline and read as a failure (threads start only when
+            # needed, and wait mostly on sockets)
+            _POOL = ThreadPoolExecutor(max_workers=256, thread_name_prefix="cr-probe")
         return _POOL
 
 
@@ -107,11 +112,14 @@ def probe_host(*, host: Host, cluster: Cluster, timeout_s: float, at: float,
         from cr_orchestrator.observe.windows_host import probe_windows_host  # WinRM helper's
 
         # One round shares one ``at``: the detector groups rounds by it.
-        return probe_windows_host(host=host, services=services, data_paths=paths,
-                                  timeout_s=timeout_s, at=at, record_files=records)
-    return linux_host.probe_linux_host(host=host, services=services, data_paths=paths,
-                                      timeout_s=timeout_s, at=at, control_dir=control_dir,
-                                      record_files=records)
+        return tag_records(probe_windows_host(host=host, services=services, data_paths=paths,
+                                              timeout_s=timeout_s, at=at, record_files=records),
+                           cluster.name)
+    return tag_records(linux_host.probe_linux_host(host=host, services=services,
+                                                   data_paths=paths, timeout_s=timeout_s, at=at,
+                                                   control_dir=control_dir,
+                                                   record_files=records),
+                       cluster.name)
 
 
 def _overrun(job: Job, at: float, timeout_s: float) -> Observation:
@@ -123,13 +131,19 @@ def _overrun(job: Job, at: float, timeout_s: float) -> Observation:
 
 def probe_cluster(*, topology: Topology, cluster: Cluster, primary: str, timeout_s: float,
                   control_dir: Path | None = None, only: set[str] | None = None,
-                  now: Callable[[], float] = time.time) -> list[Observation]:
+                  now: Callable[[], float] = time.time,
+                  shared: SharedProbes | None = None) -> list[Observation]:
     """One probe round of ``cluster`` with ``primary`` as the live primary; never raises.
 
     ``only`` limits the round to those members (the peer checks still need the primary
-    and the peer). Returns all observations, each with the round's ``at``.
+    and the peer). ``shared``: the tick's probes of a group of clusters whose rounds run
+    together (``observe/shared.py``), used when they fit this round. Returns all
+    observations, each with the round's ``at``.
     """
-    at = now()
+    if shared is not None and (only is not None
+                               or not shared.covers(cluster, primary, timeout_s)):
+        shared = None
+    at = shared.at if shared is not None else now()
     members = [h for h in cluster.hosts() if only is None or h in only]
     if primary not in cluster.hosts():
         # A live primary outside the cluster is the state layer's problem to report; the
@@ -137,33 +151,36 @@ def probe_cluster(*, topology: Topology, cluster: Cluster, primary: str, timeout
         log.warning("primary %s is not a member of cluster %s: no peer checks this round",
                     primary, cluster.name)
         return _run_jobs(_host_and_check_jobs(topology, cluster, members, at, timeout_s,
-                                              control_dir, []), at=at, timeout_s=timeout_s)
-    shared = (shared_ip_targets(topology=topology, cluster=cluster, primary=primary)
-              if only is None or primary in only else [])
-    jobs = _host_and_check_jobs(topology, cluster, members, at, timeout_s, control_dir, shared)
+                                              control_dir, [], None), at=at, timeout_s=timeout_s)
+    via_shared_ip = (shared_ip_targets(topology=topology, cluster=cluster, primary=primary)
+                     if only is None or primary in only else [])
+    jobs = _host_and_check_jobs(topology, cluster, members, at, timeout_s, control_dir,
+                                via_shared_ip, shared)
     peer_targets = check_targets(topology=topology, cluster=cluster, hosts=[primary])
     for name in cluster.hosts():
         if name == primary or (only is not None and name not in only and primary not in only):
             continue
-        jobs.append(Job(JobKind.PEER, f"peer checks from {name}", primary, name,
-                        functools.partial(peer_probe.probe_from_peer,
-                                          peer=topology.hosts[name], targets=peer_targets,
-                                          timeout_s=timeout_s, at=at,
-                                          control_dir=control_dir)))
+        run = (functools.partial(shared.peer_observations, name, cluster) if shared is not None
+               else functools.partial(peer_probe.probe_from_peer, peer=topology.hosts[name],
+                                      targets=peer_targets, timeout_s=timeout_s, at=at,
+                                      control_dir=control_dir))
+        jobs.append(Job(JobKind.PEER, f"peer checks from {name}", primary, name, run))
     return _run_jobs(jobs, at=at, timeout_s=timeout_s)
 
 
 def _host_and_check_jobs(topology: Topology, cluster: Cluster, members: list[str], at: float,
                          timeout_s: float, control_dir: Path | None,
-                         extra_targets: list[CheckTarget]) -> list[Job]:
+                         extra_targets: list[CheckTarget],
+                         shared: SharedProbes | None) -> list[Job]:
     """Jobs: one host probe per member, one batch of protocol checks for them all."""
     jobs: list[Job] = []
     for name in members:
         host = topology.hosts[name]
-        jobs.append(Job(JobKind.HOST_PROBE, f"host probe of {name}", name, ORCHESTRATOR,
-                        functools.partial(probe_host, host=host, cluster=cluster,
-                                          timeout_s=timeout_s, at=at,
-                                          control_dir=control_dir)))
+        run = (functools.partial(shared.host_observations, name, cluster)
+               if shared is not None and shared.shares_host(name)
+               else functools.partial(probe_host, host=host, cluster=cluster,
+                                      timeout_s=timeout_s, at=at, control_dir=control_dir))
+        jobs.append(Job(JobKind.HOST_PROBE, f"host probe of {name}", name, ORCHESTRATOR, run))
     targets = check_targets(topology=topology, cluster=cluster, hosts=members) + extra_targets
     if targets:
         jobs.append(Job(JobKind.CHECKS, "protocol checks", targets[0].host, ORCHESTRATOR,

@@ -21,8 +21,13 @@ Flows:
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import os
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from cr_orchestrator.act.changes import (  # noqa: F401 - re-exported: the flows' public API
     LOCK_TTL_S, Env, Outcome, adopt, demote_rejoined, failover, flow_budget_s, reassert,
@@ -35,6 +40,10 @@ from cr_orchestrator.model import Cluster, Platform
 from cr_orchestrator.decide.snapshot import build_snapshot, interrupted_change, latest_records, member_lags
 from cr_orchestrator.state.batch import Batch
 from cr_orchestrator.state.cluster import UNREAD, EventKind, LockBusy, LockKind, RoundRecord
+
+if TYPE_CHECKING:
+    from cr_orchestrator.act.lease import RenewalBatch
+    from cr_orchestrator.observe.shared import SharedProbes
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +62,7 @@ class Observed:
     lock_holder: str | None = None
 
 
-def observe(env: Env, cluster: Cluster) -> Observed:
+def observe(env: Env, cluster: Cluster, shared: SharedProbes | None = None) -> Observed:
     """Probe once and build the snapshot ``decide`` reads. Only reads: the state in
     Redis (a cluster without any is the inventory's word, ``seeded``), the stored
     window of observations plus this round's, and the replicas' freshness. Two round
@@ -71,8 +80,9 @@ def observe(env: Env, cluster: Cluster) -> Observed:
     recorded, epoch = first.value.primary, first.value.epoch
     primary = recorded or cluster.configured_primary
     policy = cluster.policy
+    sharing = {} if shared is None else {"shared": shared}
     observations = tuple(env.probe(topology=env.topology, cluster=cluster, primary=primary,
-                                   timeout_s=policy.probe_timeout_s))
+                                   timeout_s=policy.probe_timeout_s, **sharing))
     now = env.clock()
     # The window must hold enough rounds to call a host down or up again even when rounds
     # run late (a round probing a dead host lasts up to the probe timeout and more).
@@ -146,8 +156,10 @@ def record(env: Env, cluster: Cluster, observed: Observed, decision: Decision | 
     return changed
 
 
-def probe_round(env: Env, cluster_name: str) -> Outcome:
-    """One observe → decide → act cycle for ``cluster_name`` (what beat runs)."""
+def probe_round(env: Env, cluster_name: str, shared: SharedProbes | None = None,
+                renewals: RenewalBatch | None = None) -> Outcome:
+    """One observe → decide → act cycle for ``cluster_name`` (``shared``, ``renewals``:
+    the tick's probes and lease renewals of the group it runs with, :func:`probe_rounds`)."""
     cluster = env.topology.cluster(cluster_name)
     policy = cluster.policy
     # One round of a cluster at a time: rounds that pile up on a busy machine would only
@@ -159,12 +171,12 @@ def probe_round(env: Env, cluster_name: str) -> Outcome:
     try:
         with env.state.lock(cluster=cluster.name, kind=LockKind.ROUND, wait_s=policy.probe_interval_s,
                             ttl_s=max(10.0, 3 * (policy.probe_interval_s + policy.probe_timeout_s))):
-            observed = observe(env, cluster)  # reads the cluster lock before and after probing
+            observed = observe(env, cluster, shared)  # reads the cluster lock before and after probing
             snapshot = observed.snapshot
             holder = observed.lock_holder
             if holder is not None:
                 record(env, cluster, observed, None)
-                keep_lease(env, cluster, snapshot)
+                keep_lease(env, cluster, snapshot, renewals)
                 return Outcome(True, f"observed {cluster.name}; a topology change holds the "
                                      f"lock ({holder}): not deciding now")
             assert observed.state is not None  # observe() always reads it
@@ -172,7 +184,7 @@ def probe_round(env: Env, cluster_name: str) -> Outcome:
             if moved_to != snapshot.epoch:
                 # A change finished while we probed: what we saw may predate it.
                 record(env, cluster, observed, None)
-                keep_lease(env, cluster, snapshot)
+                keep_lease(env, cluster, snapshot, renewals)
                 return Outcome(True, f"observed {cluster.name}; it moved to epoch "
                                      f"{moved_to} meanwhile: not deciding")
             decision = decide(snapshot, policy)
@@ -183,7 +195,7 @@ def probe_round(env: Env, cluster_name: str) -> Outcome:
     # decision again, every round of every cluster, only at DEBUG (formatting and
     # writing a line per round was a visible part of a round's CPU).
     log.log(logging.INFO if changed else logging.DEBUG, "%s: %s", cluster.name, decision.reason)
-    renewal = keep_lease(env, cluster, snapshot)
+    renewal = keep_lease(env, cluster, snapshot, renewals)
     outcome = act(env, cluster, decision, snapshot)
     if renewal is not None and renewal.agent_up is False:
         from cr_orchestrator.act.lease import restart_agent
@@ -192,13 +204,87 @@ def probe_round(env: Env, cluster_name: str) -> Outcome:
     return Outcome(outcome.ok, outcome.summary, decision, outcome.epoch)
 
 
-def keep_lease(env: Env, cluster: Cluster, snapshot: ClusterSnapshot):
+@dataclass(frozen=True)
+class RoundRun:
+    """One cluster's round in a probe-rounds task: what it did, when, for how long."""
+
+    cluster: str
+    outcome: Outcome
+    started: float
+    seconds: float
+
+
+_ROUNDS_LOCK = threading.Lock()
+_ROUNDS: tuple[int, ThreadPoolExecutor] | None = None
+
+
+def _rounds_pool() -> ThreadPoolExecutor:
+    """The process's threads for rounds (a forked child makes its own). A round waits on
+    sockets most of its time, and one acting (a playbook) may last minutes: threads, not
+    processes, so a group's other rounds do not wait for it."""
+    global _ROUNDS
+    with _ROUNDS_LOCK:
+        if _ROUNDS is None or _ROUNDS[0] != os.getpid():
+            _ROUNDS = (os.getpid(), ThreadPoolExecutor(max_workers=128,
+                                                       thread_name_prefix="cr-round"))
+        return _ROUNDS[1]
+
+
+def probe_rounds(env: Env, names: Sequence[str]) -> list[RoundRun]:
+    """The rounds of a group of clusters at once, each :func:`probe_round` as alone
+    (its own lock, state, decision and action), sharing one tick of probes
+    (``observe/shared.py``): one probe per Linux host and one session per peer for the
+    whole group. A round that fails is reported in its outcome, never raised."""
+    from cr_orchestrator.act.changes import _probe_cluster
+    from cr_orchestrator.act.lease import RenewalBatch
+    from cr_orchestrator.observe.shared import SharedProbes
+
+    clusters, runs = [], []
+    for name in dict.fromkeys(names):  # once each, in order
+        try:
+            clusters.append(env.topology.cluster(name))
+        except KeyError as exc:  # a schedule older than the inventory
+            runs.append(RoundRun(name, Outcome(False, f"no round for {name}: {exc.args[0]}"),
+                                 env.clock(), 0.0))
+    shared = renewals = None
+    if len(clusters) > 1:
+        read = env.state.primaries([c.name for c in clusters])
+        primaries = {c.name: read.get(c.name) or c.configured_primary for c in clusters}
+        expected: dict[str, set[str]] = {}
+        for name, host in primaries.items():
+            expected.setdefault(host, set()).add(name)
+        renewals = RenewalBatch(expected)
+        if env.probe is _probe_cluster:  # a test's own probe shares nothing
+            shared = SharedProbes(topology=env.topology, clusters=clusters,
+                                  primaries=primaries, at=env.clock(),
+                                  timeout_s=clusters[0].policy.probe_timeout_s)
+
+    def one(cluster: Cluster) -> RoundRun:
+        started, t0 = env.clock(), time.monotonic()
+        try:
+            outcome = probe_round(env, cluster.name, shared, renewals)
+        except Exception as exc:  # noqa: BLE001 - one cluster's failure is not the group's
+            log.exception("round of %s failed", cluster.name)
+            outcome = Outcome(False, f"round of {cluster.name} failed: "
+                                     f"{type(exc).__name__}: {exc}"[:300])
+        finally:
+            if renewals is not None:  # a round that never reached its renewal (skipped)
+                renewals.over(cluster.name)
+        return RoundRun(cluster.name, outcome, started, time.monotonic() - t0)
+
+    if len(clusters) == 1:
+        return runs + [one(clusters[0])]
+    return runs + list(_rounds_pool().map(one, clusters))
+
+
+def keep_lease(env: Env, cluster: Cluster, snapshot: ClusterSnapshot,
+               renewals: RenewalBatch | None = None):
     """Renew the live primary's lease once this round's state write succeeded
     (``act/lease.py``); a failed renewal is logged, and the lease runs out on the host."""
     from cr_orchestrator.act.lease import renew
 
     try:
-        return renew(env, cluster, snapshot)
+        return renew(env, cluster, snapshot, renewals)
     except CrError as exc:  # e.g. NotReplicated: this orchestrator renews nothing
         log.warning("%s: lease not renewed: %s", cluster.name, exc)
     except Exception as exc:  # noqa: BLE001 - Redis down: no renewal, the lease runs out

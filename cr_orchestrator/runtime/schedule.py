@@ -1,8 +1,10 @@
 """The RedBeat schedule, generated from the inventory.
 
-One probe-round entry per cluster (every ``policy.probe_interval``) and one sync entry
-per replica set (every ``every``), each routed to the queue of the site of the cluster's
-live primary (the configured one until a promotion). Entry names start with
+One probe-rounds entry per group of up to :data:`ROUND_BATCH` clusters that share a site
+queue and a probe interval (one task runs the group's rounds together, sharing what their
+probes can share: ``runtime/rounds.py``), and one sync entry per replica set (every
+``every``), each routed to the queue of the site of the cluster's live primary (the
+configured one until a promotion). Entry names start with
 :data:`ENTRY_PREFIX`, so entries the inventory no longer describes are found and deleted;
 entries of other origins are left alone.
 """
@@ -27,7 +29,14 @@ from cr_orchestrator.model import Cluster, Topology
 from cr_orchestrator.state.cluster import ClusterState
 
 ENTRY_PREFIX = "cr."
-PROBE_TASK = "cr.probe_round"
+PROBE_TASK = "cr.probe_rounds"
+# Clusters per probe-rounds task. A task per cluster cost beat ~1.7 ms and the worker's
+# main process ~2.5 ms of CPU per round, and a worker process per round in flight made
+# rounds wait for a free process from ~45 clusters on (bench/scale.py). A group's rounds
+# run in threads of one task and share its probes (observe/shared.py); its CPU (~4-6 ms
+# a round) must stay well inside the interval: 50 rounds took ~0.2 s of CPU, ~0.4 s of
+# wall time in the lab (docs/benchmarks.md).
+ROUND_BATCH = 50
 SYNC_TASK = "cr.sync_set"
 
 
@@ -59,8 +68,19 @@ class ScheduleChange:
                 f"{len(self.removed)} removed, {len(self.kept)} unchanged")
 
 
-def probe_entry_name(cluster: str) -> str:
-    return f"{ENTRY_PREFIX}probe.{cluster}"
+def probe_entry_name(site: str, interval_s: float, index: int) -> str:
+    """The entry of the ``index``-th group of clusters probed every ``interval_s`` whose
+    rounds run on ``site``'s queue."""
+    return f"{ENTRY_PREFIX}probe.{site}.every-{interval_s:g}s.{index}"
+
+
+def probe_entry_of(entries: dict, cluster: str) -> str | None:
+    """The name of the probe entry (among ``entries``: name -> entry or :class:`Wanted`)
+    whose group holds ``cluster``, or None."""
+    for name, entry in entries.items():
+        if name.startswith(f"{ENTRY_PREFIX}probe.") and cluster in (entry.args or [[]])[0]:
+            return name
+    return None
 
 
 def sync_entry_name(cluster: str, replica_set: str) -> str:
@@ -69,19 +89,30 @@ def sync_entry_name(cluster: str, replica_set: str) -> str:
 
 def wanted_entries(*, topology: Topology, inventory_path: str,
                    primaries: dict[str, str] | None = None,
-                   alive_sites: frozenset[str] | None = None) -> list[Wanted]:
+                   alive_sites: frozenset[str] | None = None,
+                   batch: int = ROUND_BATCH) -> list[Wanted]:
     """Pure: the entries the inventory calls for (``primaries``: live primary per cluster;
-    ``alive_sites``: the sites whose orchestrator nodes are alive, None: not known)."""
-    out = []
+    ``alive_sites``: the sites whose orchestrator nodes are alive, None: not known;
+    ``batch``: clusters per probe-rounds entry at most)."""
+    if batch < 1:
+        raise ValueError(f"clusters per probe-rounds task must be at least 1, not {batch}")
+    out, groups = [], {}
     for name, cluster in sorted(topology.clusters.items()):
         primary = (primaries or {}).get(name) or cluster.configured_primary
-        queue = site_queue(route_site(topology, cluster, primary, alive_sites))
-        out.append(Wanted(probe_entry_name(name), PROBE_TASK, cluster.policy.probe_interval_s,
-                          (name, inventory_path), queue))
+        site = route_site(topology, cluster, primary, alive_sites)
+        groups.setdefault((site, cluster.policy.probe_interval_s), []).append(name)
         for rs in cluster.replica_sets:
             out.append(Wanted(sync_entry_name(name, rs.name), SYNC_TASK, rs.every_s,
-                              (name, rs.name, inventory_path), queue))
-    return out
+                              (name, rs.name, inventory_path), site_queue(site)))
+    for (site, interval), names in sorted(groups.items()):
+        # groups of even size: 30 clusters make 15 + 15, not 25 + 5
+        count = -(-len(names) // batch)
+        size = -(-len(names) // count)
+        for index in range(count):
+            out.append(Wanted(probe_entry_name(site, interval, index), PROBE_TASK, interval,
+                              (tuple(names[index * size:(index + 1) * size]), inventory_path),
+                              site_queue(site)))
+    return sorted(out, key=lambda w: w.name)
 
 
 def _site_of(topology: Topology, cluster: Cluster, primary: str) -> str:
@@ -161,9 +192,14 @@ def missing_entries(app: Celery, topology: Topology, inventory_path: str) -> lis
 
 def _same(entry: RedBeatSchedulerEntry, want: Wanted) -> bool:
     run_every = getattr(entry.schedule, "run_every", None)
-    return (entry.task == want.task and tuple(entry.args or ()) == want.args
+    return (entry.task == want.task and _args(entry.args) == want.args
             and run_every == timedelta(seconds=want.interval_s)
             and (entry.options or {}) == want.options())
+
+
+def _args(args) -> tuple:
+    # RedBeat stores args as JSON: a group's tuple of clusters comes back as a list
+    return tuple(tuple(a) if isinstance(a, list) else a for a in (args or ()))
 
 
 def sync_schedule(app: Celery, topology: Topology, inventory_path: str, *,
@@ -184,7 +220,7 @@ def sync_schedule(app: Celery, topology: Topology, inventory_path: str, *,
             continue
         RedBeatSchedulerEntry(
             name=want.name, task=want.task, schedule=every(timedelta(seconds=want.interval_s)),
-            args=list(want.args), options=want.options(), app=app,
+            args=[list(a) if isinstance(a, tuple) else a for a in want.args], options=want.options(), app=app,
         ).save()
         (updated if current is not None else added).append(want.name)
     for entry in have.values():

@@ -16,7 +16,7 @@ from cr_orchestrator.runtime.config import runtime
 from cr_orchestrator.runtime import cycle
 from cr_orchestrator.runtime.celery_app import app
 from cr_orchestrator.errors import CrError, StateError
-from cr_orchestrator.metrics import record_round
+from cr_orchestrator.metrics import record_round, record_rounds
 from cr_orchestrator.model import Topology
 from cr_orchestrator.state.cluster import EventKind, connect
 
@@ -89,13 +89,33 @@ def probe_round(cluster: str, inventory_path: str) -> dict:
     return _result(outcome)
 
 
+@app.task(name="cr.probe_rounds", ignore_result=True)
+def probe_rounds(clusters: list[str], inventory_path: str) -> dict:
+    """Observe → decide → act for a group of clusters at once, sharing the tick's probes
+    (what beat runs: one entry per group, runtime/schedule.py)."""
+    env = make_env(inventory_path)
+    runs = cycle.probe_rounds(env, clusters)
+    record_rounds(env.redis, env.prefix,
+                  [(r.cluster, r.started, r.seconds, r.outcome) for r in runs])
+    moved = [r for r in runs if r.outcome.decision is not None and r.outcome.epoch is not None]
+    if moved:
+        _follow_primary(env, inventory_path, ", ".join(r.cluster for r in moved), *moved)
+    # what the worker logs of each task: short, a group of 25 rounds runs every second
+    failed = [r.cluster for r in runs if not r.outcome.ok]
+    skipped = sum(r.outcome.summary.startswith("skipped:") for r in runs)
+    return {"rounds": len(runs), "failed": failed, "skipped": skipped,
+            "slowest_s": round(max((r.seconds for r in runs), default=0.0), 3)}
+
+
 def _follow_primary(env: cycle.Env, inventory_path: str, cluster: str,
-                    outcome: cycle.Outcome) -> None:
+                    *outcomes: cycle.Outcome | cycle.RoundRun) -> None:
     # After a promotion the cluster's entries move to the new primary's site queue.
     from cr_orchestrator.decide.rules import Action
     from cr_orchestrator.runtime.schedule import follow_primaries
 
-    if outcome.decision.action in (Action.FAILOVER, Action.FAILBACK, Action.ADOPT):
+    decisions = [getattr(o, "outcome", o).decision for o in outcomes]
+    if any(d is not None and d.action in (Action.FAILOVER, Action.FAILBACK, Action.ADOPT)
+           for d in decisions):
         change = follow_primaries(app, env.topology, inventory_path, redis_client=env.redis,
                                   prefix=env.prefix)
         log.info("%s: %s", cluster, change)

@@ -392,6 +392,13 @@ class ClusterState:
     def primary(self, cluster: str) -> str | None:
         return _text(self.redis.hget(self.key(cluster), "primary"))
 
+    def primaries(self, clusters: list[str]) -> dict[str, str | None]:
+        """:meth:`primary` of several clusters in one round trip."""
+        pipe = self.redis.pipeline(transaction=False)
+        for cluster in clusters:
+            pipe.hget(self.key(cluster), "primary")
+        return {c: _text(v) for c, v in zip(clusters, pipe.execute(), strict=True)}
+
     def epoch(self, cluster: str) -> int:
         return self._int(self.key(cluster), self.redis.hget(self.key(cluster), "epoch"), "epoch")
 

@@ -20,7 +20,7 @@ from scenario_kit import (  # noqa: F401 - orchestrator is a fixture
 )
 
 from cr_orchestrator.runtime.celery_app import make_app
-from cr_orchestrator.runtime.schedule import existing_entries
+from cr_orchestrator.runtime.schedule import existing_entries, probe_entry_of
 
 pytestmark = pytest.mark.lab
 
@@ -48,7 +48,8 @@ def test_operator_promotes_the_dr_replica_when_site_a_is_lost(lab, orchestrator)
     dr_address = lab.hosts["mail-dr"].public
     assert resolve(lab) == [dr_address]
     app = make_app(redis_url=REDIS_URL, prefix=orchestrator.prefix)
-    assert existing_entries(app)["cr.probe.mail"].options["queue"] == "site.site-b"
+    entries = existing_entries(app)
+    assert entries[probe_entry_of(entries, "mail")].options["queue"] == "site.site-b"
     out = wait_for(lambda: (o := count_mail(lab, subject, address=dr_address))
                    and "IMAP 1" in o and o, 30, "the mail at site B")
     assert "POP3 1" in out, out

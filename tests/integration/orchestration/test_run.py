@@ -13,7 +13,7 @@ import pytest
 
 from cr_orchestrator.runtime.celery_app import make_app
 from cr_orchestrator.cli.run import child_commands, restart_delay
-from cr_orchestrator.runtime.schedule import existing_entries
+from cr_orchestrator.runtime.schedule import existing_entries, probe_entry_of
 from cr_orchestrator.state.cluster import ClusterState
 
 from .conftest import REDIS_URL, UNREACHABLE_INVENTORY
@@ -88,8 +88,9 @@ def test_run_probes_on_schedule_follows_the_inventory_and_stops_without_orphans(
             app = make_app(redis_url=REDIS_URL, prefix=prefix)
             inventory.write_text(UNREACHABLE_INVENTORY.replace("probe_interval: 1s",
                                                                "probe_interval: 3s"))
-            wait_for(lambda: existing_entries(app)["cr.probe.mail"].schedule.run_every
-                     .total_seconds() == 3.0, 20, "the schedule to follow the inventory")
+            wait_for(lambda: (e := existing_entries(app)).get(probe_entry_of(e, "mail") or "")
+                     and e[probe_entry_of(e, "mail")].schedule.run_every.total_seconds() == 3.0,
+                     20, "the schedule to follow the inventory")
         before = process_groups()
         tree = [pid for pgid in children for pid in before.get(pgid, [])]
         assert len(tree) >= 3  # worker, its pool process, beat

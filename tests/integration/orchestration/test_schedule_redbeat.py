@@ -19,15 +19,16 @@ def app(redis_client, prefix):
 def test_entries_are_added_updated_and_removed_with_the_inventory(app, redis_client, prefix):
     first = make_topology(sets={"maildata": 30.0, "config": 300.0}, clusters=("mail", "web"))
     change = sync_schedule(app, first, "/inv/hosts.yml")
-    assert sorted(change.added) == ["cr.probe.mail", "cr.probe.web", "cr.sync.mail.config",
+    group = "cr.probe.site-a.every-2s.0"
+    assert sorted(change.added) == [group, "cr.sync.mail.config",
                                     "cr.sync.mail.maildata", "cr.sync.web.config",
                                     "cr.sync.web.maildata"]
     # the schedule lives under our prefix, where beat reads it
     members = {k.decode() for k in redis_client.zrange(f"{prefix}:redbeat::schedule", 0, -1)}
-    assert f"{prefix}:redbeat:cr.probe.mail" in members
-    entry = RedBeatSchedulerEntry.from_key(f"{prefix}:redbeat:cr.probe.mail", app=app)
-    assert entry.task == "cr.probe_round"
-    assert entry.args == ["mail", "/inv/hosts.yml"]
+    assert f"{prefix}:redbeat:{group}" in members
+    entry = RedBeatSchedulerEntry.from_key(f"{prefix}:redbeat:{group}", app=app)
+    assert entry.task == "cr.probe_rounds"
+    assert entry.args == [["mail", "web"], "/inv/hosts.yml"]
     assert entry.options["queue"] == "site.site-a"
     assert entry.schedule.run_every.total_seconds() == 2.0
 
@@ -38,15 +39,17 @@ def test_entries_are_added_updated_and_removed_with_the_inventory(app, redis_cli
     # web removed, config set removed, probe interval changed, primary moved to site-b
     second = make_topology(probe_interval_s=5.0, sets={"maildata": 30.0}, clusters=("mail",))
     change = sync_schedule(app, second, "/inv/hosts.yml", primaries={"mail": "mail-dr"})
-    assert change.added == ()
-    assert sorted(change.updated) == ["cr.probe.mail", "cr.sync.mail.maildata"]
-    assert sorted(change.removed) == ["cr.probe.web", "cr.sync.mail.config",
+    moved = "cr.probe.site-b.every-5s.0"
+    assert change.added == (moved,)
+    assert sorted(change.updated) == ["cr.sync.mail.maildata"]
+    assert sorted(change.removed) == [group, "cr.sync.mail.config",
                                       "cr.sync.web.config", "cr.sync.web.maildata"]
     have = existing_entries(app)
-    assert sorted(have) == ["cr.probe.mail", "cr.sync.mail.maildata"]
-    assert have["cr.probe.mail"].schedule.run_every.total_seconds() == 5.0
-    assert have["cr.probe.mail"].options["queue"] == "site.site-b"
-    assert not redis_client.exists(f"{prefix}:redbeat:cr.probe.web")
+    assert sorted(have) == [moved, "cr.sync.mail.maildata"]
+    assert have[moved].args == [["mail"], "/inv/hosts.yml"]
+    assert have[moved].schedule.run_every.total_seconds() == 5.0
+    assert have[moved].options["queue"] == "site.site-b"
+    assert not redis_client.exists(f"{prefix}:redbeat:{group}")
 
 
 def test_foreign_entries_are_left_alone(app, prefix):
@@ -107,7 +110,7 @@ def test_two_beats_one_sends_and_the_standby_takes_over_when_it_dies(app, prefix
         env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT) for i, log in enumerate(logs)]
 
     def sent(i: int) -> int:
-        return logs[i].read_text().count("Sending due task cr.probe.mail")
+        return logs[i].read_text().count("Sending due task cr.probe.site-a.every-1s.0")
 
     try:
         deadline = time.monotonic() + 30
