@@ -11,7 +11,9 @@ warm up, then measures for ``--seconds``:
   ``crctl run`` supervisor, and the OpenSSH ControlMaster processes of the run's control
   directory (they daemonise out of the tree). CPU time, not wall time: other work on a
   shared machine slows rounds down but does not bill them;
-- round duration p50/p99 (the worker's ``Task cr.probe_round[..] succeeded in Xs``);
+- round duration p50/p99: of the worker's tasks (``Task cr.probe_rounds[..] succeeded in
+  Xs``): a task runs a group of up to 50 clusters' rounds at once, so this is the group's
+  time, its slowest round's and a little more;
 - rounds skipped: per cluster, the ticks of the window it ran no round for (more than
   one tick short: the window's two edges may each cut one), plus rounds that said they
   skipped because the previous one still ran;
@@ -425,7 +427,8 @@ def main() -> int:
     parser.add_argument("--settle", type=float, default=5.0, help="after every cluster decided")
     parser.add_argument("--interval", type=float, default=1.0)
     parser.add_argument("--timeout", type=float, default=0.8)
-    parser.add_argument("--concurrency", type=int, default=8, help="worker processes")
+    parser.add_argument("--concurrency", type=int, default=2,
+                        help="worker processes (2: crctl run's default)")
     parser.add_argument("--hosts", type=int, default=0, help="use only this many site-a hosts")
     parser.add_argument("--crash", action="store_true", help="crash a primary at the largest N")
     parser.add_argument("--redis-port", type=int, default=6391)

@@ -59,7 +59,7 @@ def linux_renewal_script(*, cluster: str, epoch: int, ttl_s: float, paused: bool
     # agent itself is down; in a session of its own, so that the answer (and the round
     # waiting for it) does not wait for it: it checks the clock itself before acting
     return f"""read up _ </proc/uptime || exit 3
-mkdir -p {d} && printf '%s %s %s %s\\n' {int(epoch)} "$up" {ttl_s:g} {1 if paused else 0} \
+{{ [ -d {d} ] || mkdir -p {d}; }} && printf '%s %s %s %s\\n' {int(epoch)} "$up" {ttl_s:g} {1 if paused else 0} \
 >{lease}.new && mv -f {lease}.new {lease} || exit 4
 [ -r {agent} ] && setsid -f timeout 2 sh {agent} refresh </dev/null >/dev/null 2>&1
 why=""

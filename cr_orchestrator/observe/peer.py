@@ -66,33 +66,42 @@ def _bash_printf_escape(payload: bytes) -> str:
 def build_linux_script(*, targets: list[CheckTarget], timeout_s: float) -> str:
     """A bash script reading each target's banner through ``/dev/tcp`` on the peer.
 
-    Few processes per check (a peer backs every cluster it is a member of, in one
-    session a tick): bash's clock (``EPOCHREALTIME``, ``date`` where bash is older than
-    5), one directory for every check's stderr, removed on exit."""
+    Every check runs at once in a subshell of one bash, under one ``timeout`` for them
+    all; a check still running then is said timed out (rc 124). A peer backs every
+    cluster of a group it is a member of in one session a tick, so a check costs a fork,
+    not five processes: bash's clock (``EPOCHREALTIME``; ``date`` where bash is older
+    than 5), no process for a plain TCP check, one directory for every check's errors."""
     secs = f"{max(timeout_s, 0.1):.2f}"
-    lines = ["set -o pipefail", "export LC_ALL=C",
-             'd=$(mktemp -d) || exit 1', "trap 'rm -rf \"$d\"' EXIT",
-             # US: microseconds since the epoch, without a process where bash has its clock
-             'us() { local t=${EPOCHREALTIME:-}; [ -n "$t" ] || t=$(date +%s.%6N); US=${t/./}; }']
+    checks = [
+        "d=$1",
+        # US: microseconds since the epoch, without a process where bash has its clock
+        'us() { local t=${EPOCHREALTIME:-}; [ -n "$t" ] || t=$(date +%s.%6N); US=${t/./}; }',
+    ]
     for index, target in enumerate(targets):
         check = target.check
         payload = protocol.request_bytes(check=check, address=target.address)
         send = f"printf '{_bash_printf_escape(payload)}' >&3; " if payload else ""
-        read = ": " if check.kind is CheckKind.TCP else _read_command(check)
-        inner = (f"exec 3<>/dev/tcp/{target.address}/{check.port} || exit {RC_CONNECT_FAILED}; "
-                 f"{send}{read}")
-        # Each check runs in its own background job so the whole script takes one deadline.
-        lines += [
-            "{ us; t0=$US",
-            f'  out=$(timeout -k 1 {secs} bash -c {shlex.quote(inner)} 2>"$d/{index}" | base64 -w0)',
-            "  rc=$?",
+        read = "" if check.kind is CheckKind.TCP else \
+            f"out=$({_read_command(check)} | base64 -w0); "
+        checks += [
+            "( us; t0=$US; out=''",
+            f'  if {{ exec 3<>/dev/tcp/{target.address}/{check.port}; }} 2>"$d/{index}"; then'
+            f" {send}{read}rc={RC_ANSWERED}",
             # "refused" means the host's kernel answered: alive, the service is not there.
-            f'  if [ $rc = {RC_CONNECT_FAILED} ]; then e=$(<"$d/{index}");'
-            f' [[ ${{e,,}} == *refused* ]] && rc={RC_REFUSED}; fi',
-            f'  us; echo "{MARK} {index} $rc $(( (US - t0) / 1000 )) $out"; }} &',
+            f'  else rc={RC_CONNECT_FAILED}; e=; read -r e <"$d/{index}";'
+            f" [[ ${{e,,}} == *refused* ]] && rc={RC_REFUSED}; fi",
+            f'  us; echo "{MARK} {index} $rc $(( (US - t0) / 1000 )) $out" ) &',
         ]
-    lines.append("wait")
-    return "\n".join(lines) + "\n"
+    checks.append("wait")
+    indexes = " ".join(str(i) for i in range(len(targets)))
+    return "\n".join([
+        "set -o pipefail", "export LC_ALL=C",
+        'd=$(mktemp -d) || exit 1', "trap 'rm -rf \"$d\"' EXIT",
+        f'got=$(timeout -k 1 {secs} bash -c {shlex.quote(chr(10).join(checks))} _ "$d")',
+        '[ -n "$got" ] && printf \'%s\\n\' "$got"',
+        f'for i in {indexes}; do [[ $got == *"{MARK} $i "* ]] ||'
+        f' echo "{MARK} $i {RC_TIMEOUT} {int(max(timeout_s, 0.1) * 1000)}"; done',
+    ]) + "\n"
 
 
 def _ps_quote(text: str) -> str:

@@ -90,10 +90,12 @@ TARGETS = [CheckTarget("mail-a", "198.18.0.11", Check(CheckKind.SMTP, 25), "mail
            CheckTarget("mail-a", "198.18.0.11", Check(CheckKind.TCP, 3389), None)]
 
 
-def test_linux_peer_script_has_one_bounded_background_job_per_target():
+def test_linux_peer_script_runs_every_target_at_once_under_one_deadline():
     script = peer.build_linux_script(targets=TARGETS, timeout_s=0.9)
-    assert script.count("timeout -k 1 0.90 bash -c") == 4
-    assert script.count("} &") == 4 and script.rstrip().endswith("wait")
+    assert script.count("timeout -k 1 0.90 bash -c") == 1
+    assert script.count(") &") == 4 and script.count("wait") == 1
+    # a check the deadline cut short is said timed out
+    assert "for i in 0 1 2 3; do" in script and f"{peer.MARK} $i {peer.RC_TIMEOUT} 900" in script
     assert "/dev/tcp/198.18.0.11/25" in script and "/dev/tcp/198.18.0.11/1433" in script
     assert "\\x47\\x45\\x54\\x20\\x2f\\x78" in script  # "GET /x" sent byte for byte
     assert "\\x12\\x01" in script  # TDS PRELOGIN header
