@@ -67,11 +67,11 @@ def _pool() -> ThreadPoolExecutor:
     global _POOL
     with _POOL_LOCK:
         if _POOL is None:
-            # a probe-rounds task runs up to schedule.ROUND_BATCH rounds at once, each with
-            # a job per member, peer and batch of checks: a job queued behind them would
-            # miss the round's deadline and read as a failure (threads start only when
-            # needed, and wait mostly on sockets)
-            _POOL = ThreadPoolExecutor(max_workers=256, thread_name_prefix="cr-probe")
+            # a probe-rounds task runs up to schedule.ROUND_BATCH (50) rounds at once, each
+            # with a job per member, per peer and one for its checks (~2 per member): a
+            # job queued behind them would miss the round's deadline and read as a
+            # failure. Threads start only when none is idle, and wait mostly on sockets.
+            _POOL = ThreadPoolExecutor(max_workers=512, thread_name_prefix="cr-probe")
         return _POOL
 
 

@@ -29,6 +29,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import redis as redis_lib
+
 from cr_orchestrator.act.changes import (  # noqa: F401 - re-exported: the flows' public API
     LOCK_TTL_S, Env, Outcome, adopt, demote_rejoined, failover, flow_budget_s, reassert,
     restart_service, resume, resync, switchover, sync_sets,
@@ -247,8 +249,12 @@ def probe_rounds(env: Env, names: Sequence[str]) -> list[RoundRun]:
             runs.append(RoundRun(name, Outcome(False, f"no round for {name}: {exc.args[0]}"),
                                  env.clock(), 0.0))
     shared = renewals = None
-    if len(clusters) > 1:
-        read = env.state.primaries([c.name for c in clusters])
+    try:
+        read = env.state.primaries([c.name for c in clusters]) if len(clusters) > 1 else None
+    except redis_lib.RedisError as exc:  # each round meets it too, and says so
+        log.warning("rounds of %s share nothing this tick: %s", ", ".join(names), exc)
+        read = None
+    if read is not None:
         primaries = {c.name: read.get(c.name) or c.configured_primary for c in clusters}
         expected: dict[str, set[str]] = {}
         for name, host in primaries.items():
