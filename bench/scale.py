@@ -401,17 +401,20 @@ def plot(results: list[Result], path: str, interval: float) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    fig, (left, middle, right) = plt.subplots(1, 3, figsize=(14, 4))
     for transport in sorted({r.transport for r in results}):
         rs = sorted((r for r in results if r.transport == transport), key=lambda r: r.n)
         ns = [r.n for r in rs]
         left.plot(ns, [r.cpu_ms_per_round for r in rs], marker="o", label=transport)
-        right.plot(ns, [r.p99_ms for r in rs], marker="o", label=transport)
+        middle.plot(ns, [r.p99_ms for r in rs], marker="o", label=transport)
+        right.plot(ns, [100 * r.skipped / max(r.expected, 1) for r in rs], marker="o",
+                   label=transport)
     left.set(xlabel="clusters", ylabel="CPU ms per round (worker + beat + ssh)",
              title="CPU per round (1000 / this = clusters per core at 1 s)")
-    right.axhline(1000 * interval, color="grey", linestyle="--", label="probe interval")
-    right.set(xlabel="clusters", ylabel="round p99 (ms)", title="Round duration p99")
-    for ax in (left, right):
+    middle.axhline(1000 * interval, color="grey", linestyle="--", label="probe interval")
+    middle.set(xlabel="clusters", ylabel="round p99 (ms)", title="Round (group task) p99")
+    right.set(xlabel="clusters", ylabel="% of the ticks' rounds", title="Rounds skipped")
+    for ax in (left, middle, right):
         ax.grid(True, alpha=0.3)
         ax.legend()
     fig.tight_layout()
