@@ -172,6 +172,7 @@ class Result:
     redis_ops_per_round: float
     redis_kib_per_cluster: float
     crash_to_decision_s: list[float] = field(default_factory=list)
+    crash_command_s: float = 0.0  # how long `crctl lab fail` took: the crash lands within
     crash_undecided: int = 0
     load_1m: list[float] = field(default_factory=list)  # at the window's start and end
 
@@ -270,9 +271,9 @@ class Bench:
             used1 = int(client.info("memory")["used_memory"])
             durations, lock_skips = self._rounds(log_path, offset0, t0, t1)
             crash_times: list[float] = []
-            undecided = 0
+            undecided, crash_command = 0, 0.0
             if crash:
-                crash_times, undecided = self._crash(state, clusters)
+                crash_times, undecided, crash_command = self._crash(state, clusters)
         finally:
             os.killpg(proc.pid, signal.SIGTERM)
             try:
@@ -306,6 +307,7 @@ class Bench:
             redis_ops_per_round=round((ops1 - ops0) / max(rounds, 1), 1),
             redis_kib_per_cluster=round((used1 - used0) / 1024 / n, 1),
             crash_to_decision_s=crash_times, crash_undecided=undecided,
+            crash_command_s=round(crash_command, 2),
             load_1m=[round(load0, 1), round(load1, 1)])
 
     def _warm_up(self, state, clusters) -> None:
@@ -349,12 +351,16 @@ class Bench:
                 skips += int(counted[1]) if counted else "'summary': 'skipped:" in m["result"]
         return durations, skips
 
-    def _crash(self, state, clusters) -> tuple[list[float], int]:
+    def _crash(self, state, clusters) -> tuple[list[float], int, float]:
+        """Seconds from the end of the crash command (every process of the host killed,
+        its links down) to each decision; the command's own duration (it took 1-5 s on a
+        loaded machine: the crash lands somewhere within it)."""
         victim = self.hosts[0]
         mine = [name for name, primary, _ in clusters if primary == victim]
-        started = time.time()
+        begun = time.time()
         subprocess.run([str(REPO / ".venv/bin/crctl"), "lab", "fail", victim, "--mode", "crash",
                         "--name", self.lab], check=True, capture_output=True)
+        started = time.time()
         decided: dict[str, float] = {}
         while time.time() < started + 30 and len(decided) < len(mine):
             for name in mine:
@@ -363,11 +369,12 @@ class Bench:
                 for event in state.events(name, count=5):
                     data = event.data if hasattr(event, "data") else {}
                     if (str(data.get("situation") or "").endswith("primary_down")
-                            and event.at >= started):
+                            and event.at >= begun):
                         decided[name] = event.at - started
                         break
             time.sleep(0.2)
-        return sorted(round(v, 2) for v in decided.values()), len(mine) - len(decided)
+        return (sorted(round(v, 2) for v in decided.values()), len(mine) - len(decided),
+                started - begun)
 
     def close(self) -> None:
         self.stop_listeners()
@@ -387,7 +394,8 @@ def print_result(r: Result) -> None:
         times = r.crash_to_decision_s or [float("nan")]
         crash = (f"  crash->decision: {len(r.crash_to_decision_s)} clusters, "
                  f"p50 {statistics.median(times):.2f}s max {max(times):.2f}s"
-                 + (f", {r.crash_undecided} undecided after 30 s" if r.crash_undecided else ""))
+                 + (f", {r.crash_undecided} undecided after 30 s" if r.crash_undecided else "")
+                 + f" (after the crash command, which took {r.crash_command_s:.1f} s)")
     print(f"{r.transport:<9} N={r.n:<4} rounds {r.rounds}/{r.expected} skipped {r.skipped:<4} "
           f"CPU/round {r.cpu_ms_per_round:6.2f} ms ({', '.join(f'{k} {v}s' for k, v in r.cpu_s.items())}) "
           f"cores {r.cores:.2f} -> {r.clusters_per_core:.0f} clusters/core  "

@@ -230,7 +230,7 @@ class RenewalBatch:
     with the next batch. The wait is part of the renewal's budget: the grant recorded
     before sending covers it (:func:`renew`)."""
 
-    def __init__(self, expected: dict[str, set[str]], gather_s: float = 0.2) -> None:
+    def __init__(self, expected: dict[str, set[str]], gather_s: float = 0.1) -> None:
         import threading
 
         self.expected = expected  # host -> the clusters of the group whose primary it is
