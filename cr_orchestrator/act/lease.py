@@ -267,8 +267,11 @@ class RenewalBatch:
                     self._cond.wait(left)
                 del self._open[host.name]  # later orders go with a new batch
         if leader:
-            pending[1].set_result(send_renewals(host=host, orders=pending[0],
-                                                deadline_s=deadline_s))
+            try:
+                pending[1].set_result(send_renewals(host=host, orders=pending[0],
+                                                    deadline_s=deadline_s))
+            except BaseException as exc:  # the others must not wait for ever
+                pending[1].set_exception(exc)
         return pending[1].result()[index]
 
 

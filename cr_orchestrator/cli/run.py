@@ -201,6 +201,15 @@ def run(args: argparse.Namespace) -> int:
         current["routing"] = routing(topo, inventory, redis_client=client,
                                      prefix=app.conf.cr_prefix)
         log.info("%s", change)
+        groups = sum(1 for name, queue in current["routing"].items()
+                     if name.startswith("cr.probe.") and queue in queues)
+        if groups >= args.concurrency:
+            # a group's task holds a process for its whole round (0.2-0.9 s with 50
+            # clusters) and for a change it carries out: the next ticks need another
+            log.warning("%d groups of clusters run their rounds here on %d worker "
+                        "process(es): while a change holds one, rounds will wait and be "
+                        "skipped; give --concurrency %d or more", groups, args.concurrency,
+                        groups + 1)
 
     resync_schedule(topology)
     env = child_environ(CR_REDIS_URL=app.conf.cr_redis_url, CR_PREFIX=app.conf.cr_prefix,

@@ -79,7 +79,8 @@ def make_env(inventory_path: str) -> cycle.Env:
 # of memory (360 000 keys an hour at 100 clusters, bench/scale.py).
 @app.task(name="cr.probe_round", ignore_result=True)
 def probe_round(cluster: str, inventory_path: str) -> dict:
-    """Observe → decide → act for one cluster (scheduled every probe interval)."""
+    """Observe → decide → act for one cluster, alone (beat sends :func:`probe_rounds`
+    for groups; this one is for a round asked for by hand or by a test)."""
     env = make_env(inventory_path)
     started = time.time()
     outcome = cycle.probe_round(env, cluster)
@@ -100,7 +101,7 @@ def probe_rounds(clusters: list[str], inventory_path: str) -> dict:
     moved = [r for r in runs if r.outcome.decision is not None and r.outcome.epoch is not None]
     if moved:
         _follow_primary(env, inventory_path, ", ".join(r.cluster for r in moved), *moved)
-    # what the worker logs of each task: short, a group of 25 rounds runs every second
+    # what the worker logs of each task: short, a group of up to 50 rounds runs every tick
     failed = [r.cluster for r in runs if not r.outcome.ok]
     skipped = sum(r.outcome.summary.startswith("skipped:") for r in runs)
     return {"rounds": len(runs), "failed": failed, "skipped": skipped,
