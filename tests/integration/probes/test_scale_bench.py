@@ -35,7 +35,9 @@ def test_scale_bench_runs_the_orchestrator_over_n_clusters(lab, tmp_path):
     for r in results:
         # every cluster ran rounds and decided; the CPU of its processes was counted
         assert r["rounds"] >= r["n"], r
-        assert r["cpu_ms_per_round"] > 0 and r["cpu_s"]["worker"] > 0, r
+        # (the pool processes run the rounds; the worker's main process dispatches one
+        # task a second per group: at N = 5 over 4 s it may stay under a clock tick)
+        assert r["cpu_ms_per_round"] > 0 and r["cpu_s"]["pool"] > 0, r
         assert r["redis_ops_per_round"] > 0 and r["p50_ms"] > 0, r
     assert "N=5" in run.stdout and "clusters/core" in run.stdout
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
