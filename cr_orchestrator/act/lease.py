@@ -18,6 +18,9 @@ from __future__ import annotations
 import logging
 import re
 import shlex
+import threading
+import time
+from concurrent.futures import Future
 from dataclasses import dataclass
 
 from cr_orchestrator.act.changes import Env, _play
@@ -231,8 +234,6 @@ class RenewalBatch:
     before sending covers it (:func:`renew`)."""
 
     def __init__(self, expected: dict[str, set[str]], gather_s: float = 0.1) -> None:
-        import threading
-
         self.expected = expected  # host -> the clusters of the group whose primary it is
         self.gather_s = gather_s
         self._cond = threading.Condition()
@@ -246,9 +247,6 @@ class RenewalBatch:
             self._cond.notify_all()
 
     def send(self, *, host: Host, order: RenewalOrder, deadline_s: float) -> Renewal:
-        import time
-        from concurrent.futures import Future
-
         with self._cond:
             self._asked.add(order.cluster)
             pending = self._open.get(host.name)
@@ -295,14 +293,10 @@ def renew(env: Env, cluster: Cluster, snapshot: ClusterSnapshot,
     and what it said of the agent. None: no renewal this round (decide/lease.py).
     ``batch``: the tick's renewals of the group this round runs with."""
     host = renewal_target(snapshot)
-    if host is None:
-        if batch is not None:
-            batch.over(cluster.name)
-        return None
     try:
-        return _renew(env, cluster, snapshot, host, batch)
+        return None if host is None else _renew(env, cluster, snapshot, host, batch)
     finally:
-        if batch is not None:
+        if batch is not None:  # renewed or not, nobody waits for it any more
             batch.over(cluster.name)
 
 

@@ -100,7 +100,8 @@ def probe_rounds(clusters: list[str], inventory_path: str) -> dict:
                   [(r.cluster, r.started, r.seconds, r.outcome) for r in runs])
     moved = [r for r in runs if r.outcome.decision is not None and r.outcome.epoch is not None]
     if moved:
-        _follow_primary(env, inventory_path, ", ".join(r.cluster for r in moved), *moved)
+        _follow_primary(env, inventory_path, ", ".join(r.cluster for r in moved),
+                        *(r.outcome for r in moved))
     # what the worker logs of each task: short, a group of up to 50 rounds runs every tick
     failed = [r.cluster for r in runs if not r.outcome.ok]
     skipped = sum(r.outcome.summary.startswith("skipped:") for r in runs)
@@ -109,14 +110,14 @@ def probe_rounds(clusters: list[str], inventory_path: str) -> dict:
 
 
 def _follow_primary(env: cycle.Env, inventory_path: str, cluster: str,
-                    *outcomes: cycle.Outcome | cycle.RoundRun) -> None:
+                    *outcomes: cycle.Outcome) -> None:
     # After a promotion the cluster's entries move to the new primary's site queue.
     from cr_orchestrator.decide.rules import Action
     from cr_orchestrator.runtime.schedule import follow_primaries
 
-    decisions = [getattr(o, "outcome", o).decision for o in outcomes]
-    if any(d is not None and d.action in (Action.FAILOVER, Action.FAILBACK, Action.ADOPT)
-           for d in decisions):
+    if any(o.decision is not None
+           and o.decision.action in (Action.FAILOVER, Action.FAILBACK, Action.ADOPT)
+           for o in outcomes):
         change = follow_primaries(app, env.topology, inventory_path, redis_client=env.redis,
                                   prefix=env.prefix)
         log.info("%s: %s", cluster, change)
