@@ -310,8 +310,10 @@ def _renew(env: Env, cluster: Cluster, snapshot: ClusterSnapshot, host: str,
     # report (to tell a change) is read in the same round trip.
     reads = Batch(env.redis)
     store.record_grant(cluster=cluster.name, host=host, epoch=snapshot.epoch,
-                       at=env.clock() + gather + deadline, pipe=reads.pipe)
+                       at=env.clock() + gather + deadline, paused=snapshot.paused,
+                       pipe=reads.pipe)
     agent_before = store.read_agent(reads, cluster.name)
+    paused_host = store.read_paused_host(reads, cluster.name)
     reads.run()
     env.state.replicated(f"the lease renewal of {host}")
     order = RenewalOrder(cluster.name, snapshot.epoch, policy.lease_ttl, snapshot.paused)
@@ -324,7 +326,10 @@ def _renew(env: Env, cluster: Cluster, snapshot: ClusterSnapshot, host: str,
     now, pipe = env.clock(), env.redis.pipeline(transaction=False)
     if renewal.renewed:  # answered: it got the renewal before now
         store.record_grant(cluster=cluster.name, host=host, epoch=snapshot.epoch, at=now,
-                           pipe=pipe)
+                           paused=snapshot.paused, pipe=pipe)
+        if not snapshot.paused:
+            store.ordinary_answered(cluster=cluster.name, host=host,
+                                    paused_host=paused_host.value, pipe=pipe)
     changed = renewal.agent_up is not None and store.set_agent(
         cluster=cluster.name, host=renewal.host, up=bool(renewal.agent_up),
         detail=renewal.detail, now=now, before=agent_before.value, pipe=pipe)

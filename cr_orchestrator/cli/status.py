@@ -53,8 +53,11 @@ def lease_lines(topology: Topology, *, redis_url: str | None, prefix: str) -> li
         grant, agent = store.last_grant(name), store.agent(name)
         if grant is None:
             continue
-        host, epoch, at = grant
+        host, epoch, at, held_paused = grant
         line = f"lease of {name}: last renewed to {host} (epoch {epoch}) {max(0.0, now - at):.1f} s ago"
+        if held_paused:
+            line += (f"; {host} may hold a paused lease (kept without end) until an ordinary "
+                     "renewal reaches it")
         if agent is not None:
             since = float(agent["since"] or now)
             line += (f"; lease agent on {agent['host']}: {agent['state']} for "

@@ -34,7 +34,8 @@ Rules, in order of precedence (the first that applies wins):
 10. otherwise failover: HOLD if not confirmed from a second vantage, if the failover
    budget is spent, while an unreachable primary's lease may still hold (``lease_ttl`` +
    ``lease_margin`` from the last renewal granted to it: its agent stops it by then),
-   or if no secondary is eligible (down, too stale, never synced);
+   for good while it may hold a lease granted while paused (its agent keeps that one
+   until an ordinary renewal reaches it), or if no secondary is eligible (down, too stale, never synced);
    else FAILOVER to the best secondary (health, then freshness, then priority); with no
    secondary able, a DR replica within ``max_replica_lag`` is promoted only when
    ``cr_dr: auto`` and this orchestrator holds the Redis quorum's majority, else HOLD
@@ -44,6 +45,7 @@ Rules, in order of precedence (the first that applies wins):
 from __future__ import annotations
 
 import enum
+import math
 from dataclasses import dataclass, replace
 from typing import TypedDict, Unpack
 
@@ -145,6 +147,9 @@ class LeaseGrant:
     host: str
     epoch: int
     at: float
+    # the host may hold a renewal that said the cluster is paused: its agent keeps that
+    # lease without end, until an ordinary renewal reaches it
+    held_paused: bool = False
 
 
 @dataclass(frozen=True)
@@ -602,6 +607,10 @@ def _failover(snapshot: ClusterSnapshot, policy: Policy, primary: MemberState) -
     lease_wait = _lease_wait(snapshot, policy, primary)
     if lease_wait is not None:
         remaining, said = lease_wait
+        if remaining == math.inf:
+            return _decision(Situation.LEASE_WAIT, Action.HOLD, None,
+                             f"not failing over: {down}; {said}. If {primary.host} is "
+                             f"known to be off: crctl failover {snapshot.cluster}")
         if remaining > 0:
             return _decision(Situation.LEASE_WAIT, Action.HOLD, None,
                              f"not failing over yet: {down}; {said}: waiting "
@@ -640,6 +649,10 @@ def _lease_wait(snapshot: ClusterSnapshot, policy: Policy,
     lease = snapshot.lease
     if lease is None or lease.host != primary.host or primary.host_liveness is Liveness.UP:
         return None
+    if lease.held_paused:
+        return math.inf, (f"{primary.host} may still hold the lease it was given while the "
+                          "cluster was paused, which its agent keeps without end: no "
+                          "ordinary renewal has reached it since the resume")
     since = snapshot.now - lease.at
     wait = policy.promotion_wait
     remaining = wait - since

@@ -1,8 +1,9 @@
 """The serving host's lease as the orchestrators record it in Redis.
 
 One hash per cluster (``<prefix>:cluster:<name>:lease``): the newest renewal granted
-(host, epoch, and ``at``: the latest moment the host may have received it) and what the
-last renewal said of the host's lease agent. Every orchestrator reads the same record,
+(host, epoch, and ``at``: the latest moment the host may have received it), the host that
+may hold a renewal that said "paused" (kept without end by its agent), and what the last
+renewal said of the host's lease agent. Every orchestrator reads the same record,
 so one that takes over from another waits for the renewals the other granted.
 """
 
@@ -16,6 +17,9 @@ from cr_orchestrator.errors import StateError
 from cr_orchestrator.state.batch import Batch, Later
 
 
+GRANT_FIELDS = ("host", "epoch", "at", "paused_host")
+
+
 class LeaseStore:
     def __init__(self, client: redis.Redis, prefix: str = "cr") -> None:
         self.redis = client
@@ -25,29 +29,50 @@ class LeaseStore:
         return f"{self.prefix}:cluster:{cluster}:lease"
 
     def record_grant(self, *, cluster: str, host: str, epoch: int, at: float,
-                     pipe: Any = None) -> None:
+                     paused: bool = False, pipe: Any = None) -> None:
         """A renewal to ``host`` that it may have received up to ``at``. Written before
         the renewal is sent (with the send's deadline), and again with the moment it
         was answered: the record never says earlier than the host may have got it.
+        ``paused``: the renewal says the cluster is paused, and the host's agent keeps
+        such a lease without end: the record names the host until an ordinary renewal
+        is answered (:meth:`ordinary_answered`), whatever ``at`` says.
         ``pipe``: queue the write there (sent with the caller's other commands)."""
-        (pipe if pipe is not None else self.redis).hset(
-            self.key(cluster), mapping={"host": host, "epoch": str(epoch), "at": repr(at)})
+        fields = {"host": host, "epoch": str(epoch), "at": repr(at)}
+        if paused:
+            fields["paused_host"] = host
+        (pipe if pipe is not None else self.redis).hset(self.key(cluster), mapping=fields)
 
-    def last_grant(self, cluster: str) -> tuple[str, int, float] | None:
-        """(host, epoch, at) of the newest renewal granted, or None."""
-        return self._grant(cluster, self.redis.hmget(self.key(cluster), "host", "epoch", "at"))
+    def read_paused_host(self, batch: Batch, cluster: str) -> Later[str]:
+        """The host that may hold a paused renewal ("" when none), queued on ``batch``."""
+        key = self.key(cluster)
+        return batch.add(lambda pipe: pipe.hget(key, "paused_host"),
+                         lambda replies: (replies[0] or b"").decode())
 
-    def read_grant(self, batch: Batch, cluster: str) -> Later[tuple[str, int, float] | None]:
+    def ordinary_answered(self, *, cluster: str, host: str, paused_host: str,
+                          pipe: Any = None) -> None:
+        """``host`` answered an ordinary renewal: it holds no paused lease any more.
+        ``paused_host``: what :meth:`read_paused_host` read before the renewal."""
+        if paused_host == host:
+            (pipe if pipe is not None else self.redis).hdel(self.key(cluster), "paused_host")
+
+    def last_grant(self, cluster: str) -> tuple[str, int, float, bool] | None:
+        """(host, epoch, at, held paused) of the newest renewal granted, or None.
+        Held paused: the host may still hold a renewal that said paused."""
+        return self._grant(cluster, self.redis.hmget(self.key(cluster), *GRANT_FIELDS))
+
+    def read_grant(self, batch: Batch,
+                   cluster: str) -> Later[tuple[str, int, float, bool] | None]:
         """:meth:`last_grant`, queued on ``batch`` (a round reads it with its state)."""
         key = self.key(cluster)
-        return batch.add(lambda pipe: pipe.hmget(key, "host", "epoch", "at"),
+        return batch.add(lambda pipe: pipe.hmget(key, *GRANT_FIELDS),
                          lambda replies: self._grant(cluster, replies[0]))
 
-    def _grant(self, cluster: str, raw: list) -> tuple[str, int, float] | None:
+    def _grant(self, cluster: str, raw: list) -> tuple[str, int, float, bool] | None:
         if raw[0] is None:
             return None
         try:
-            return raw[0].decode(), int(raw[1]), float(raw[2])
+            host = raw[0].decode()
+            return host, int(raw[1]), float(raw[2]), (raw[3] or b"").decode() == host
         except (TypeError, ValueError) as exc:
             raise StateError(f"malformed Redis state: {self.key(cluster)}: {exc}") from exc
 

@@ -16,8 +16,8 @@ from test_inventory_build import errors_of, linux, web
 WAIT = POLICY.promotion_wait  # defaults: 1 s renewals, ttl 3.25 s, margin 0.3 s
 
 
-def granted(ago: float, host: str = "mail-a") -> LeaseGrant:
-    return LeaseGrant(host=host, epoch=3, at=NOW - ago)
+def granted(ago: float, host: str = "mail-a", held_paused: bool = False) -> LeaseGrant:
+    return LeaseGrant(host=host, epoch=3, at=NOW - ago, held_paused=held_paused)
 
 
 def test_defaults_keep_the_wait_within_detection():
@@ -49,6 +49,18 @@ def test_defaults_keep_the_wait_within_detection():
      ["failing over"]),
     # the orchestrator reaches mail-a: the failover's playbook stops its service itself
     (service_down(lease=granted(0.5), restart_attempts=1), Action.FAILOVER,
+     Situation.PRIMARY_DOWN, ["failing over from mail-a to mail-b"]),
+    # it may hold a lease granted while paused, which its agent keeps without end: no
+    # time makes it run out (an ordinary renewal that reaches it, or the operator, does)
+    (primary_down(lease=granted(WAIT * 100, held_paused=True)), Action.HOLD,
+     Situation.LEASE_WAIT, ["not failing over: mail-a down for 3 probes",
+                            "mail-a may still hold the lease it was given while the cluster "
+                            "was paused", "crctl failover mail"]),
+    # ... a paused lease of the previous primary says nothing about mail-a
+    (primary_down(lease=granted(0.5, host="mail-b", held_paused=True)), Action.FAILOVER,
+     Situation.PRIMARY_DOWN, ["failing over"]),
+    # ... and a reachable primary's service is stopped by the failover itself
+    (service_down(lease=granted(0.5, held_paused=True), restart_attempts=1), Action.FAILOVER,
      Situation.PRIMARY_DOWN, ["failing over from mail-a to mail-b"]),
     # paused: the hold says what it would do, the wait included
     (primary_down(lease=granted(1.0), paused=True), Action.HOLD, Situation.LEASE_WAIT,
