@@ -16,7 +16,9 @@ the shared IP).
 - short blip: a partition and a freeze of 1 s each (below the ttl minus two renewals and
   a round, 1.5 s here: the longest silence one renewal a round can leave): no self-fence,
   no failover.
-- paused: the renewals say so, and a partition longer than the ttl does not fence.
+- paused: the renewals say so, and a partition longer than the ttl does not fence; a
+  primary cut off across the resume is held, not failed over, until an ordinary renewal
+  reaches it (its agent keeps the paused lease without end).
 - killed agent: SIGKILL of mail-a's agent: the service keeps running, the orchestrator
   reports the agent down (history, crctl status) and restarts it through the role; the
   restarted agent finds its lease renewed all along and keeps serving.
@@ -281,6 +283,37 @@ def test_a_short_blip_neither_fences_nor_fails_over(lab, leased):
              if e.at >= started and e.kind == "decision"
              and e.data.get("action") not in ("none", "hold")]
     assert not moves, moves
+
+
+def test_a_primary_cut_off_across_the_resume_is_not_failed_over_while_its_paused_lease_holds(
+        lab, leased):
+    """Its agent keeps the paused lease without end: counting the ttl from the last
+    renewal would promote mail-b while mail-a still serves the clients that reach it."""
+    orch = leased
+    lease_file = Path(lab.state_dir_of("mail-a")) / "mail.lease"
+    assert orch.crctl("pause", "mail").returncode == 0
+    wait_for(lambda: lease_file.read_text().split()[3] == "1", 30,
+             "a renewal that says the cluster is paused", every_s=0.2)
+    lab.fail("mail-a", "asymmetric")
+    resumed = orch.crctl("resume", "mail")
+    assert resumed.returncode == 0, resumed.stderr
+    resumed_at = time.time()
+    # detection (4 probes) + the promotion wait, and more: a failover would have come
+    wait_for(lambda: "given while the cluster was paused" in
+             ((orch.state.last_decision("mail") or {}).get("reason") or ""), 30,
+             "the hold that names the paused lease", every_s=0.3)
+    time.sleep(6)
+    assert serving(lab, "mail-a") and shared_ip_holder(lab) == ["mail-a"]
+    assert orch.state.primary("mail") == "mail-a"
+    moves = [e.data for e in orch.state.events("mail", count=300)
+             if e.at >= resumed_at and e.kind == "decision" and e.data.get("action") == "failover"]
+    assert not moves, moves
+    assert orch.lease.last_grant("mail")[3], "the record no longer says mail-a holds it paused"
+    lab.heal("mail-a")
+    wait_for(lambda: lease_file.read_text().split()[3] == "0" and
+             not orch.lease.last_grant("mail")[3], 30,
+             "an ordinary renewal answered by mail-a", every_s=0.2)
+    assert orch.state.primary("mail") == "mail-a" and serving(lab, "mail-a")
 
 
 def test_a_killed_agent_is_reported_and_restarted_through_the_role(lab, leased,
