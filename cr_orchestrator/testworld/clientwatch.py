@@ -20,7 +20,9 @@ turns the lines into the outage and violation figures that the demo, the scenari
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
+import os
 import socket
 import struct
 import sys
@@ -42,27 +44,32 @@ def smtp_greets(address: str, *, port: int = 25, timeout_s: float = 0.5) -> bool
         return False
 
 
-def _arp_request(src_mac: bytes, src_ip: str, target_ip: str) -> bytes:
+def _arp_probe(src_mac: bytes, target_ip: str) -> bytes:
     ether = b"\xff" * 6 + src_mac + struct.pack("!H", ETH_P_ARP)
     arp = struct.pack("!HHBBH", 1, 0x0800, 6, 4, 1)  # ethernet/IPv4, request
-    arp += src_mac + socket.inet_aton(src_ip) + b"\x00" * 6 + socket.inet_aton(target_ip)
+    arp += src_mac + b"\x00" * 4 + b"\x00" * 6 + socket.inet_aton(target_ip)
     return ether + arp
 
 
-def _interface_ipv4(iface: str) -> str:
-    import fcntl
-
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        packed = fcntl.ioctl(sock.fileno(), 0x8915, struct.pack("256s", iface.encode()[:15]))
-    return socket.inet_ntoa(packed[20:24])
+# Each probe's own MAC (locally administered; this process's prefix, so that two watchers
+# on one segment never share one), from a small ring: a few bridge entries, never two
+# probes in flight with the same one (samples overlap by a handful at most).
+_PROBE_PREFIX = bytes([0x02]) + os.urandom(4)
+_PROBE_MACS = itertools.count()
 
 
 def arp_holders(iface: str, target_ip: str, *, wait_s: float = 0.15) -> set[str]:
-    """MAC addresses that answer an ARP request for ``target_ip`` on ``iface``."""
+    """MAC addresses that answer an ARP probe for ``target_ip`` on ``iface``.
+
+    The probe (RFC 5227: sender IP 0.0.0.0, so no holder's neighbour cache changes) is
+    sent from a MAC address of its own, and holders answer to that address: a reply
+    counted here answers this probe. Counting every ARP reply seen in the window also
+    counted replies to an overlapping sample's probe or to the client kernel's own
+    requests, and a handover between two of those looked like two holders at once."""
+    own = _PROBE_PREFIX + bytes([next(_PROBE_MACS) % 64])
     with socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ARP)) as sock:
         sock.bind((iface, ETH_P_ARP))
-        src_mac = sock.getsockname()[4]
-        sock.send(_arp_request(src_mac, _interface_ipv4(iface), target_ip))
+        sock.send(_arp_probe(own, target_ip))
         holders: set[str] = set()
         deadline = time.monotonic() + wait_s
         while (left := deadline - time.monotonic()) > 0:
@@ -73,7 +80,7 @@ def arp_holders(iface: str, target_ip: str, *, wait_s: float = 0.15) -> set[str]
                 break
             opcode = struct.unpack("!H", frame[20:22])[0]
             sender_ip = socket.inet_ntoa(frame[28:32])
-            if opcode == 2 and sender_ip == target_ip:
+            if opcode == 2 and sender_ip == target_ip and frame[32:38] == own:
                 holders.add(frame[22:28].hex(":"))
         return holders
 

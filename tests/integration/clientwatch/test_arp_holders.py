@@ -63,3 +63,35 @@ def test_one_holder_then_two_holders_of_the_shared_ip(segment):
     sh("ip", "-n", host_a, "addr", "del", f"{shared}/24", "dev", "eth0")
     sh("ip", "-n", host_b, "addr", "del", f"{shared}/24", "dev", "eth0")
     assert holders_seen_from(client, shared) == []
+
+
+def test_a_handover_between_two_overlapping_samples_is_not_two_holders(segment):
+    """The watch's samples overlap: one still listening when the next probes. A move of
+    the address in between must not make the first count the second's answer."""
+    import threading
+
+    client, host_a, host_b = segment
+    shared = f"{SUBNET}.101"
+    sh("ip", "-n", host_a, "addr", "add", f"{shared}/24", "dev", "eth0")
+    code = ("import json, threading, time; from cr_orchestrator.testworld.clientwatch import "
+            "arp_holders; first = {}; "
+            "t = threading.Thread(target=lambda: first.update(h=sorted(arp_holders("
+            f"'eth0', '{shared}', wait_s=1.5)))); t.start(); time.sleep(0.5); "
+            "print(input(), flush=True); input(); "
+            f"second = sorted(arp_holders('eth0', '{shared}', wait_s=0.3)); t.join(); "
+            "print(json.dumps([first['h'], second]))")
+    proc = subprocess.Popen(["ip", "netns", "exec", client, sys.executable, "-c", code],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    proc.stdin.write("first probe answered\n")
+    proc.stdin.flush()
+    assert proc.stdout.readline().strip() == "first probe answered"
+    # the first sample still listens: the address moves, and a second sample probes
+    sh("ip", "-n", host_a, "addr", "del", f"{shared}/24", "dev", "eth0")
+    sh("ip", "-n", host_b, "addr", "add", f"{shared}/24", "dev", "eth0")
+    proc.stdin.write("moved\n")
+    proc.stdin.close()
+    first, second = __import__("json").loads(proc.stdout.readline())
+    proc.wait(timeout=10)
+    sh("ip", "-n", host_b, "addr", "del", f"{shared}/24", "dev", "eth0")
+    assert len(first) == 1 and len(second) == 1, (first, second)
+    assert first != second  # each sample saw the holder of its own moment
