@@ -60,10 +60,13 @@ def linux_renewal_script(*, cluster: str, epoch: int, ttl_s: float, paused: bool
     # the agent's "refresh" extends the kernel's part of the lease (the shared IP's
     # lifetime, the service ports' opening) from the lease just written, also while the
     # agent itself is down; in a session of its own, so that the answer (and the round
-    # waiting for it) does not wait for it: it checks the clock itself before acting
+    # waiting for it) does not wait for it: it checks the clock itself before acting.
+    # The lease is written aside in a file of this shell's own (.new.PID): a promotion's
+    # first lease (cr_fence) may be written at the same moment, and with one shared name
+    # one writer's mv found the file already moved by the other
     return f"""read up _ </proc/uptime || exit 3
 {{ [ -d {d} ] || mkdir -p {d}; }} && printf '%s %s %s %s\\n' {int(epoch)} "$up" {ttl_s:g} {1 if paused else 0} \
->{lease}.new && mv -f {lease}.new {lease} || exit 4
+>{lease}.new.$$ && mv -f {lease}.new.$$ {lease} || exit 4
 [ -r {agent} ] && setsid -f timeout 2 sh {agent} refresh </dev/null >/dev/null 2>&1
 why=""
 if read -r pid beat _ <{beat} 2>/dev/null; then

@@ -309,6 +309,8 @@ def test_a_primary_cut_off_across_the_resume_is_not_failed_over_while_its_paused
              if e.at >= resumed_at and e.kind == "decision" and e.data.get("action") == "failover"]
     assert not moves, moves
     assert orch.lease.last_grant("mail")[3], "the record no longer says mail-a holds it paused"
+    status = orch.crctl("status")
+    assert "mail-a may hold a paused lease (kept without end)" in status.stdout, status.stdout
     lab.heal("mail-a")
     wait_for(lambda: lease_file.read_text().split()[3] == "0" and
              not orch.lease.last_grant("mail")[3], 30,

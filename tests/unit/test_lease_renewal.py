@@ -61,6 +61,22 @@ def test_a_paused_renewal_says_so(tmp_path):
     assert (tmp_path / "mail.lease").read_text().split()[3] == "1"
 
 
+def test_two_writers_of_one_lease_at_once_both_succeed(tmp_path):
+    """A promotion's first lease (cr_fence) and a round's renewal can land together: with
+    one shared file aside, one writer's mv found it moved by the other (a switchover
+    failed on that in CI). Two loops of renewals at once: none fails."""
+    script = linux_renewal_script(cluster="mail", epoch=7, ttl_s=4.3, paused=False,
+                                  directory=str(tmp_path))
+    (tmp_path / "renew.sh").write_text(script)
+    loop = (f"i=0; fails=0; while [ $i -lt 150 ]; do sh {tmp_path}/renew.sh >/dev/null "
+            "2>&1 || fails=$((fails + 1)); i=$((i + 1)); done; echo $fails")
+    loops = [subprocess.Popen(["sh", "-c", loop], stdout=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    assert [p.communicate(timeout=60)[0].strip() for p in loops] == ["0", "0"]
+    assert (tmp_path / "mail.lease").read_text().split()[0] == "7"
+    assert not list(tmp_path.glob("mail.lease.new*"))
+
+
 def test_a_live_agent_that_checked_lately_is_up(tmp_path, agent_like):
     (tmp_path / "mail.lease-agent").write_text(f"{agent_like.pid} {uptime()}\n")
     renewal = parse_answer("mail-a", run_renewal(tmp_path))

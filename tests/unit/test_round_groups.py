@@ -118,7 +118,8 @@ def test_gathered_renewals_script_says_which_part_was_not_written(tmp_path):
     script = act_lease.linux_renewals_script([RenewalOrder("one", 2, 3.8, False),
                                               RenewalOrder("two", 2, 3.8, True)])
     script = script.replace(act_lease.FENCE_DIR_LINUX, str(tmp_path))
-    (tmp_path / "two.lease.new").mkdir()  # two's lease cannot be written
+    # two's lease cannot be written: its file aside is in a directory nobody made
+    script = script.replace(f"{tmp_path}/two.lease", f"{tmp_path}/missing/two.lease")
     parts = linux_host.split_parts(_run(script), 2)
     one, two = (act_lease._part_answer("h", p) for p in parts)
     assert one.renewed and (tmp_path / "one.lease").read_text().split()[0] == "2"
