@@ -35,7 +35,8 @@ Rules, in order of precedence (the first that applies wins):
    budget is spent, while an unreachable primary's lease may still hold (``lease_ttl`` +
    ``lease_margin`` from the last renewal granted to it: its agent stops it by then),
    for good while it may hold a lease granted while paused (its agent keeps that one
-   until an ordinary renewal reaches it), or if no secondary is eligible (down, too stale, never synced);
+   until an ordinary renewal reaches it), or if no secondary is eligible (down, too
+   stale, never synced);
    else FAILOVER to the best secondary (health, then freshness, then priority); with no
    secondary able, a DR replica within ``max_replica_lag`` is promoted only when
    ``cr_dr: auto`` and this orchestrator holds the Redis quorum's majority, else HOLD

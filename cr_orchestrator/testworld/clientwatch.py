@@ -47,7 +47,7 @@ def smtp_greets(address: str, *, port: int = 25, timeout_s: float = 0.5) -> bool
 def _arp_probe(src_mac: bytes, target_ip: str) -> bytes:
     ether = b"\xff" * 6 + src_mac + struct.pack("!H", ETH_P_ARP)
     arp = struct.pack("!HHBBH", 1, 0x0800, 6, 4, 1)  # ethernet/IPv4, request
-    arp += src_mac + b"\x00" * 4 + b"\x00" * 6 + socket.inet_aton(target_ip)
+    arp += src_mac + b"\x00" * 4 + b"\x00" * 6 + socket.inet_aton(target_ip)  # sender IP 0
     return ether + arp
 
 

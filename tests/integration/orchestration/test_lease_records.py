@@ -30,21 +30,28 @@ def snapshot(epoch: int = 3, paused: bool = False) -> ClusterSnapshot:
                            now=1000.0, paused=paused)
 
 
-def test_the_grant_is_recorded_before_the_renewal_is_sent_and_the_agent_after(
-        env, monkeypatch):
-    store = LeaseStore(env.redis, env.prefix)
-    seen_while_sending = []
-    answers = iter([Renewal("mail-a", True, False, "the lease agent is down: gone"),
-                    Renewal("mail-a", True, False, "the lease agent is down: still gone"),
-                    Renewal("mail-a", True, True, "the lease agent (pid 7) checked 0.5 s ago"),
-                    Renewal("mail-a", False, None, "renewal not written: no answer")])
+def fake_sends(monkeypatch, store: LeaseStore, answers: list[Renewal]) -> list:
+    """Replace the send by ``answers`` in turn; returns the grants seen while sending."""
+    seen_while_sending: list = []
+    replies = iter(answers)
 
     def send(**kwargs):
         seen_while_sending.append(store.last_grant("mail"))
-        return next(answers)
+        return next(replies)
 
     monkeypatch.setattr(act_lease, "send_renewal", send)
     monkeypatch.setattr(act_lease, "renewal_deadline", lambda host, timeout_s: 2.5)
+    return seen_while_sending
+
+
+def test_the_grant_is_recorded_before_the_renewal_is_sent_and_the_agent_after(
+        env, monkeypatch):
+    store = LeaseStore(env.redis, env.prefix)
+    seen_while_sending = fake_sends(monkeypatch, store, [
+        Renewal("mail-a", True, False, "the lease agent is down: gone"),
+        Renewal("mail-a", True, False, "the lease agent is down: still gone"),
+        Renewal("mail-a", True, True, "the lease agent (pid 7) checked 0.5 s ago"),
+        Renewal("mail-a", False, None, "renewal not written: no answer")])
     cluster = env.topology.cluster("mail")
 
     act_lease.renew(env, cluster, snapshot())
@@ -67,17 +74,10 @@ def test_a_paused_renewal_is_held_until_an_ordinary_one_is_answered(env, monkeyp
     """The agent keeps a paused renewal without end: the record says so from the moment
     one may have left, through ordinary renewals that got no answer, until one is answered."""
     store = LeaseStore(env.redis, env.prefix)
-    seen_while_sending = []
-    answers = iter([Renewal("mail-a", False, None, "renewal not written: no answer"),
-                    Renewal("mail-a", False, None, "renewal not written: no answer"),
-                    Renewal("mail-a", True, True, "the lease agent (pid 7) checked 0.5 s ago")])
-
-    def send(**kwargs):
-        seen_while_sending.append(store.last_grant("mail"))
-        return next(answers)
-
-    monkeypatch.setattr(act_lease, "send_renewal", send)
-    monkeypatch.setattr(act_lease, "renewal_deadline", lambda host, timeout_s: 2.5)
+    seen_while_sending = fake_sends(monkeypatch, store, [
+        Renewal("mail-a", False, None, "renewal not written: no answer"),
+        Renewal("mail-a", False, None, "renewal not written: no answer"),
+        Renewal("mail-a", True, True, "the lease agent (pid 7) checked 0.5 s ago")])
     cluster = env.topology.cluster("mail")
     act_lease.renew(env, cluster, snapshot(paused=True))  # lost on the way: it may have arrived
     assert seen_while_sending[-1][3] and store.last_grant("mail")[3]
